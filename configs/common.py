@@ -1,0 +1,127 @@
+"""Protocol constants, each named once with its source.
+
+Nothing else in the repository writes these numbers: configs, evaluators, data builders and
+tests import them from here. Sources are the PyTorch hosts we are compared with (commits in
+`shared/notes/peers.md`): BTS (cleinc/bts), NeWCRFs (aliyun/NeWCRFs), PixelFormer
+(ashutosh1807/PixelFormer), and the spec `shared/paper/method.md` section 5.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------
+# Depth ranges.
+# --------------------------------------------------------------------------------------------
+# Evaluation: valid ground truth is MIN_DEPTH_EVAL < gt < max (strict), predictions clamped to
+# [MIN_DEPTH_EVAL, max]. NeWCRFs newcrfs/eval.py L43-46, L89-94.
+MIN_DEPTH_EVAL = 1e-3
+NYU_MAX_DEPTH = 10.0  # NeWCRFs configs/arguments_*_nyu.txt (max_depth, max_depth_eval)
+KITTI_MAX_DEPTH = 80.0  # NeWCRFs configs/arguments_*_kittieigen.txt
+
+# Training loss masks: SILog is computed on gt > these values (NeWCRFs newcrfs/train.py L298-303).
+NYU_MIN_DEPTH_LOSS = 0.1
+KITTI_MIN_DEPTH_LOSS = 1.0
+
+# SILog training loss variance focus (BTS/NeWCRFs `variance_focus`).
+SILOG_VARIANCE_FOCUS = 0.85
+
+# --------------------------------------------------------------------------------------------
+# Image geometry.
+# --------------------------------------------------------------------------------------------
+NYU_HEIGHT, NYU_WIDTH = 480, 640
+# NYU focal length in pixels at 480x640, as written in the BTS split lists (third column).
+NYU_FOCAL = 518.8579
+# KITTI focal of the Eigen split lists (2011_09_26 calibration), at full resolution (~375x1242).
+KITTI_FOCAL = 721.5377
+
+# KITTI KB crop (Kitti benchmark crop; BTS/NeWCRFs `--do_kb_crop`): a 352x1216 window whose
+# bottom edge is the image's bottom edge, centred horizontally:
+#   top = H - 352, left = int((W - 1216) / 2).
+KB_CROP_HEIGHT, KB_CROP_WIDTH = 352, 1216
+# KITTI training random crop after the KB crop (NeWCRFs/PixelFormer arguments_train_kittieigen).
+KITTI_TRAIN_CROP = (352, 1120)
+
+# NYU Eigen evaluation crop on the 480x640 ground truth: rows 45:471, cols 41:601 (end
+# exclusive). NeWCRFs newcrfs/eval.py L96-109 (`--eigen_crop`), BTS bts_eval.py.
+EIGEN_CROP_NYU = (45, 471, 41, 601)  # (top, bottom, left, right)
+
+# Training-time NYU valid region: NeWCRFs dataloaders/dataloader.py zeroes GT outside
+# rows 45:472, cols 43:608 of the 480x640 frame before training (the white border of the
+# projected Kinect depth).
+NYU_TRAIN_VALID_BOX = (45, 472, 43, 608)
+
+# KITTI Garg crop (Garg et al., ECCV 2016) as fractions of the ground-truth size; pixel box is
+# int(fraction * size). NeWCRFs eval.py `--garg_crop`.
+GARG_CROP_FRACTIONS = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # (top, bottom, left, right)
+# KITTI "eigen crop" variant of the same code path (rarely used).
+KITTI_EIGEN_CROP_FRACTIONS = (0.3324324, 0.91351351, 0.0359477, 0.96405229)
+
+# --------------------------------------------------------------------------------------------
+# Flip test-time augmentation (NeWCRFs utils.py post_process_depth, after Monodepth):
+# the left FLIP_TTA_PURE fraction of columns take the flipped prediction only, the right ones the
+# original only, each followed by a linear ramp of the same width, the mean in the middle.
+# --------------------------------------------------------------------------------------------
+FLIP_TTA_PURE = 0.05
+
+# --------------------------------------------------------------------------------------------
+# Augmentation (NeWCRFs/PixelFormer dataloaders/dataloader.py; method.md section 5).
+# --------------------------------------------------------------------------------------------
+NYU_ROTATE_DEGREES = 2.5
+KITTI_ROTATE_DEGREES = 1.0
+AUG_PROBABILITY = 0.5
+GAMMA_RANGE = (0.9, 1.1)
+NYU_BRIGHTNESS_RANGE = (0.75, 1.25)
+KITTI_BRIGHTNESS_RANGE = (0.9, 1.1)
+COLOUR_RANGE = (0.9, 1.1)
+
+# ImageNet normalisation used by every host (torchvision convention), RGB in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# --------------------------------------------------------------------------------------------
+# Optimisation recipe of the hosts: lr_t = (lr0 - lr_end) (1 - t/T)^POLY_POWER + lr_end,
+# lr_end = POLY_END_FACTOR * lr0 (NeWCRFs train.py).
+# --------------------------------------------------------------------------------------------
+POLY_POWER = 0.9
+POLY_END_FACTOR = 0.1
+NEWCRFS_LR = 2e-5
+PIXELFORMER_LR = 4e-5
+
+# --------------------------------------------------------------------------------------------
+# Dataset sizes, to warn when a user's copy differs (shared/notes/peers.md section 2.5).
+# --------------------------------------------------------------------------------------------
+NYU_TRAIN_COUNT_BTS = 24_231
+NYU_TRAIN_COUNT_DENSE = 36_253
+NYU_TEST_COUNT = 654
+KITTI_EIGEN_TRAIN_COUNT = 23_158
+KITTI_EIGEN_TEST_LINES = 697
+KITTI_EIGEN_TEST_WITH_GT = 652
+
+# Depth PNG scales: metres = png / scale.
+NYU_DEPTH_PNG_SCALE = 1000.0
+KITTI_DEPTH_PNG_SCALE = 256.0
+
+# --------------------------------------------------------------------------------------------
+# Edge metrics (method.md section 6).
+# --------------------------------------------------------------------------------------------
+# Hu et al. (ICCV 2019) Sobel depth-edge thresholds.
+EDGE_THRESHOLDS = (0.25, 0.5, 1.0)
+# Depth Pro scale-invariant boundary F1: thresholds linspace(1.05, 1.25, 10), weights ~ t.
+BOUNDARY_F1_T_MIN, BOUNDARY_F1_T_MAX, BOUNDARY_F1_NUM = 1.05, 1.25, 10
+
+# --------------------------------------------------------------------------------------------
+# Published numbers (method.md section 5), for report tables. abs_rel / rmse / d1.
+# --------------------------------------------------------------------------------------------
+PUBLISHED = {
+    "nyu": {
+        "NeWCRFs (paper)": {"abs_rel": 0.095, "rmse": 0.334, "d1": 0.922},
+        "NeWCRFs (released ckpt)": {"abs_rel": 0.0952, "rmse": 0.3310, "d1": 0.923},
+        "PixelFormer (paper)": {"abs_rel": 0.090, "rmse": 0.322, "d1": 0.929},
+        "BTS DenseNet-161": {"abs_rel": 0.110, "rmse": 0.392, "d1": 0.885},
+    },
+    "kitti": {
+        "NeWCRFs (paper)": {"abs_rel": 0.052, "rmse": 2.129, "d1": 0.974},
+        "NeWCRFs (released ckpt)": {"abs_rel": 0.0520, "rmse": 2.0716, "d1": 0.975},
+        "PixelFormer (paper)": {"abs_rel": 0.051, "rmse": 2.081, "d1": 0.976},
+        "BTS DenseNet-161": {"abs_rel": 0.060, "rmse": 2.798, "d1": 0.955},
+    },
+}
