@@ -1,0 +1,117 @@
+"""Shared defaults for every experiment config; each `configs/<name>.py` starts from these.
+
+Keys (shared by train.py, eval.py and the analysis tools; see shared/design.md):
+  seed, total_steps, batch_size (global), log_every, ckpt_every, eval_every, keep_ckpts,
+  init_from, data_dir, mesh {data, model}, sharding ("data_parallel" | "fsdp"), dtype,
+  input {...}, model {encoder, decoder, dgr, head}, loss {terms, silog, otdl, ...}, optim {...},
+  evals {<name>: {...}}.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Return the defaults; experiment configs override fields and then lock the result."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 1000
+    c.batch_size = 8  # global batch, split over the `data` mesh axis
+    c.log_every = 50
+    c.ckpt_every = 500
+    c.eval_every = 500  # periodic evaluation (0 = only at the end)
+    c.keep_ckpts = 2  # latest N kept, plus the best by the main eval metric
+    c.init_from = ""  # directory of converted weights (python -m dgr_jax.convert ...)
+    c.data_dir = ""  # "" -> <workdir>/data for self-building datasets
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all remaining devices
+    c.sharding = "data_parallel"  # or "fsdp": params and optimizer state sharded over `data`
+    c.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 params
+    c.remat = False  # activation rematerialisation of encoder blocks (large ViTs)
+
+    c.input = ml_collections.ConfigDict()
+    c.input.dataset = "synthetic_depth/indoor"  # builder name[/builder config]
+    c.input.split = "train"
+    # Build arguments for self-building datasets (synthetic); ignored by manual-dir builders.
+    c.input.build = ml_collections.ConfigDict(
+        {"num_train": 2000, "num_test": 200, "seed": 0, "height": 240, "width": 320}
+    )
+    c.input.manual_dir = ""  # real datasets: where the user placed the files
+    c.input.size = (240, 320)  # (H, W) the model sees in training
+    # Preprocessing op chain (dgr_jax/data/augment.py), applied to image and depth together.
+    c.input.pp_train = "rotate(2.5)|flip|random_crop(240,320)|photometric(0.75,1.25)|normalize"
+    c.input.shuffle_buffer_seed = 0
+    c.input.workers = 0  # grain worker processes (0 = in-process)
+    c.input.prefetch = 2
+
+    c.model = ml_collections.ConfigDict()
+    c.model.encoder = ml_collections.ConfigDict({"name": "vit", "variant": "S", "patch_size": 16})
+    c.model.decoder = ml_collections.ConfigDict({"name": "dpt", "features": 256, "use_bn": False})
+    c.model.dgr = ml_collections.ConfigDict(
+        {
+            "enabled": True,
+            "positions": ("reassemble",),
+            "stencils": ("laplacian8", "mixed4"),
+            "se_reduction": 8,
+            "learnable_stencils": False,
+        }
+    )
+    c.model.head = ml_collections.ConfigDict({"name": "sigmoid", "max_depth": 10.0})
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.terms = ml_collections.ConfigDict({"silog": 1.0, "otdl": 1.0})  # name -> weight
+    c.loss.min_depth = common.NYU_MIN_DEPTH_LOSS  # training mask: gt > min_depth
+    c.loss.silog = ml_collections.ConfigDict({"variance_focus": common.SILOG_VARIANCE_FOCUS})
+    c.loss.otdl = ml_collections.ConfigDict(
+        {
+            "geometry": "grid",
+            "grid_size": (30, 40),
+            "mass": "depth",
+            "epsilon": 1e-2,
+            "debiased": True,
+            "max_iterations": 200,
+            "threshold": 1e-3,
+        }
+    )
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # or "adamw"
+    c.optim.lr = 1e-4
+    c.optim.end_lr_factor = common.POLY_END_FACTOR
+    c.optim.power = common.POLY_POWER
+    c.optim.warmup_steps = 0
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
+    c.optim.eps = 1e-8
+
+    c.evals = ml_collections.ConfigDict()
+    return c
+
+
+def depth_eval(
+    dataset: str,
+    *,
+    crop: str,
+    max_depth: float,
+    split: str = "test",
+    flip_tta: str = "blend",
+    batch_size: int = 8,
+    num_pictures: int = 4,
+) -> ml_collections.ConfigDict:
+    """One `config.evals.<name>` entry for the standard depth evaluator."""
+    return ml_collections.ConfigDict(
+        {
+            "type": "depth",
+            "dataset": dataset,
+            "split": split,
+            "crop": crop,  # "eigen" | "garg" | "garg_full_res" | "none"
+            "min_depth": common.MIN_DEPTH_EVAL,
+            "max_depth": max_depth,
+            "flip_tta": flip_tta,  # "blend" (NeWCRFs post_process_depth) | "mean" | "none"
+            "batch_size": batch_size,
+            "num_pictures": num_pictures,
+            "num_images": -1,  # -1: the whole split
+        }
+    )

@@ -1,0 +1,43 @@
+"""The embedded default: ViT + DPT decoder + DGR, SILog + OTDL, on `synthetic_depth/indoor`.
+
+    python train.py --config configs/synthetic_vit_dgr.py --workdir runs/quickstart
+
+Sized to train and evaluate on 2 CPU cores. `:smoke` gives a tiny model for tests (batch 8,
+a few dozen steps). Expected run time and metrics: see README.md (measured, not guessed).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base, common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = base.base_config()
+    c.input.dataset = "synthetic_depth/indoor"
+    c.input.size = (240, 320)
+    c.model.encoder = ml_collections.ConfigDict(
+        {"name": "vit", "variant": "S", "patch_size": 16, "readout": "project"}
+    )
+    c.model.decoder.features = 128
+    c.model.head.max_depth = common.NYU_MAX_DEPTH
+    c.evals.test = base.depth_eval(
+        "synthetic_depth/indoor", crop="none", max_depth=common.NYU_MAX_DEPTH
+    )
+    if arg == "smoke":
+        c.total_steps = 24
+        c.batch_size = 8
+        c.log_every = 4
+        c.ckpt_every = 12
+        c.eval_every = 12
+        c.input.build.update({"num_train": 32, "num_test": 8, "height": 32, "width": 48})
+        c.input.size = (32, 48)
+        c.input.pp_train = "flip|random_crop(32,48)|photometric(0.75,1.25)|normalize"
+        c.model.encoder.update({"variant": "tiny_test"})
+        c.model.decoder.features = 16
+        c.loss.otdl.grid_size = (8, 12)
+        c.evals.test.batch_size = 4
+        c.evals.test.num_pictures = 2
+    c.lock()
+    return c
