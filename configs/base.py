@@ -24,6 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.ckpt_every = 500
     c.eval_every = 500  # periodic evaluation (0 = only at the end)
     c.keep_ckpts = 2  # latest N kept, plus the best by the main eval metric
+    c.best_metric = "test/abs_rel"  # "<eval name>/<metric>" that picks the best checkpoint
+    c.best_mode = "min"
     c.init_from = ""  # directory of converted weights (python -m dgr_jax.convert ...)
     c.data_dir = ""  # "" -> <workdir>/data for self-building datasets
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all remaining devices

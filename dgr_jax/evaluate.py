@@ -1,0 +1,127 @@
+"""Glue between the trainer / eval.py and the evaluators named in `config.evals`.
+
+Each `config.evals.<name>` names an evaluator type registered in `dgr_jax.registry.EVALUATORS`
+(e.g. "depth"); the evaluator gets a jitted `predict_fn(images) -> depth` that closes over the
+current (sharded) parameters, and returns flat metrics that are reported as "<name>/<metric>".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import jax
+import ml_collections
+
+import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
+from dgr_jax.data import datasets
+from dgr_jax.registry import EVALUATORS
+from dgr_jax.steps import ModelDef, make_predict
+
+HEADLINE = ("abs_rel", "rmse", "d1", "silog", "grad_error", "edge_f1")
+
+
+def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> dict:
+    """{name: evaluator} for every entry of `config.evals` (datasets built if needed)."""
+    result = {}
+    for name, cfg in config.evals.items():
+        source = datasets.open_split(
+            cfg.dataset,
+            cfg.split,
+            data_dir,
+            manual_dir=config.input.manual_dir,
+            build_args=dict(config.input.build),
+        )
+        result[name] = EVALUATORS.get(cfg.type)(
+            name=name, cfg=cfg, source=source, input_size=tuple(config.input.size), mesh=mesh
+        )
+    return result
+
+
+def make_predict_fn(model_def: ModelDef, state_shardings: dict, batch_sharding) -> Callable:
+    """predict(params, rest, images) jitted with the train state's shardings."""
+    return jax.jit(
+        make_predict(model_def),
+        in_shardings=(state_shardings["params"], state_shardings["rest"], batch_sharding),
+        out_shardings=batch_sharding,
+    )
+
+
+def run_all(
+    evaluators: dict, predict: Callable, state: dict, *, step: int, out_root: str | None = None
+) -> dict:
+    """Run every evaluator with the state's parameters; flat {"<name>/<metric>": value}."""
+
+    def predict_fn(images):
+        return predict(state["params"], state["rest"], images)
+
+    flat = {}
+    for name, ev in evaluators.items():
+        out_dir = os.path.join(out_root, name) if out_root else None
+        for key, value in ev.run(predict_fn, out_dir=out_dir, step=step).items():
+            if isinstance(value, int | float):
+                flat[f"{name}/{key}"] = float(value)
+    return flat
+
+
+def nest(flat: dict) -> dict:
+    """{"test/abs_rel": v} -> {"test": {"abs_rel": v}}."""
+    out: dict = {}
+    for key, value in flat.items():
+        name, _, metric = key.partition("/")
+        out.setdefault(name, {})[metric] = value
+    return out
+
+
+def summary_line(flat: dict) -> str:
+    parts = [f"{k} {v:.4f}" for k, v in flat.items() if k.partition("/")[2] in HEADLINE]
+    return " | ".join(parts) or "(no metrics)"
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+) -> dict:
+    """eval.py: restore `which` (latest | best | STEP) or `config.init_from`, run config.evals.
+
+    Writes <workdir>/eval/<name>/{metrics.json, report.md, per_image.csv, images/}.
+    """
+    from dgr_jax import checkpoint, optim, sharding, steps, weights
+
+    mesh = sharding.make_mesh(config.mesh)
+    model_def = steps.model_def_from_config(config)
+    tx, _ = optim.make_optimizer(config.optim, config.total_steps)
+
+    def init_fn():
+        return steps.init_state(model_def, tx, config.seed)
+
+    abstract = jax.eval_shape(init_fn)
+    state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if _has_steps(ckpt_dir):
+        ckpt = checkpoint.Checkpointer(
+            ckpt_dir,
+            best_metric=config.best_metric or None,
+            best_mode=config.best_mode,
+            read_only=True,
+        )
+        step = ckpt.resolve(which)
+        state, _ = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, state_sh))
+        ckpt.close()
+    elif config.init_from:
+        state = weights.load_init_weights(
+            jax.jit(init_fn, out_shardings=state_sh)(), state_sh, config.init_from
+        )
+        step = 0
+    else:
+        raise FileNotFoundError(
+            f"nothing to evaluate: no checkpoints under {ckpt_dir} and no --config.init_from; "
+            "train first (python train.py ...) or pass converted weights"
+        )
+    data_dir = config.data_dir or os.path.join(workdir, "data")
+    evaluators = make_evaluators(config, data_dir, mesh)
+    predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))
+    return run_all(evaluators, predict, state, step=step, out_root=os.path.join(workdir, "eval"))
+
+
+def _has_steps(ckpt_dir: str) -> bool:
+    return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))

@@ -1,0 +1,158 @@
+"""Pure, jit-able step functions over a plain-pytree train state.
+
+The train state is a dict of arrays, so it shards, donates and checkpoints like any pytree:
+  params          nested dict of nnx.Param values
+  rest            nested dict of every other model variable (BatchNorm statistics)
+  opt_state       optax state over `params`
+  step            int32, completed optimiser steps
+  rng             uint32 (2,) base key; step s uses fold_in(rng, s)
+  nonfinite_step  int32, the first step whose loss or gradient was not finite, -1 if none
+
+A non-finite step leaves the state unchanged (no NaN ever reaches params or checkpoints) and
+records itself in `nonfinite_step`, which the trainer reads at log / checkpoint steps, so the
+run stops naming the exact step without a per-step host sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+State = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDef:
+    """The static part of an NNX model (graph) and the abstract shapes of its variables."""
+
+    build: Callable[[nnx.Rngs], nnx.Module]
+    graphdef: Any
+    abstract_params: Any
+    abstract_rest: Any
+
+    @classmethod
+    def create(cls, build: Callable[[nnx.Rngs], nnx.Module]) -> ModelDef:
+        abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+        graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+        return cls(build, graphdef, params, rest)
+
+    def init(self, key: jax.Array) -> tuple[dict, dict]:
+        """Fresh (params, rest) pure dicts; call inside jit to create them sharded."""
+        _, params, rest = nnx.split(self.build(nnx.Rngs(key)), nnx.Param, ...)
+        return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+    def merge(self, params: dict, rest: dict) -> nnx.Module:
+        p, r = nnx.clone(self.abstract_params), nnx.clone(self.abstract_rest)
+        nnx.replace_by_pure_dict(p, params)
+        nnx.replace_by_pure_dict(r, rest)
+        return nnx.merge(self.graphdef, p, r)
+
+    @staticmethod
+    def split(model: nnx.Module) -> tuple[dict, dict]:
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def init_state(model_def: ModelDef, tx: optax.GradientTransformation, seed: int) -> State:
+    key = jax.random.PRNGKey(seed)
+    init_key, run_key = jax.random.split(key)
+    params, rest = model_def.init(init_key)
+    return {
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": run_key,
+        "nonfinite_step": jnp.full((), -1, jnp.int32),
+    }
+
+
+def make_train_step(
+    model_def: ModelDef,
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    min_depth: float,
+) -> Callable[[State, dict], tuple[State, dict]]:
+    """train_step(state, batch) -> (state, metrics); batch = {"image", "depth"} (B, H, W, ...)."""
+
+    def train_step(state: State, batch: dict) -> tuple[State, dict]:
+        step = state["step"]
+        depth = batch["depth"]  # (B, H, W) metres, 0 = invalid
+        valid = depth > min_depth
+
+        def compute_loss(params, rest):
+            model = model_def.merge(params, rest)
+            pred, aux = model(batch["image"], train=True)  # (B, H, W, 1)
+            loss, terms = loss_fn(pred.astype(jnp.float32), depth, valid)
+            if "reg_loss" in aux:
+                loss = loss + aux["reg_loss"]
+            return loss, (terms, ModelDef.split(model)[1])
+
+        (loss, (terms, new_rest)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            state["params"], state["rest"]
+        )
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        def keep_if_finite(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        new_state = {
+            "params": keep_if_finite(params, state["params"]),
+            "rest": keep_if_finite(new_rest, state["rest"]),
+            "opt_state": keep_if_finite(opt_state, state["opt_state"]),
+            "step": step + 1,
+            "rng": state["rng"],
+            "nonfinite_step": jnp.where(
+                (state["nonfinite_step"] < 0) & ~finite, step, state["nonfinite_step"]
+            ),
+        }
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": schedule(step),
+            "valid_fraction": jnp.mean(valid.astype(jnp.float32)),
+            **{f"loss_{k}": v for k, v in terms.items()},
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def make_predict(model_def: ModelDef) -> Callable[[dict, dict, jax.Array], jax.Array]:
+    """predict(params, rest, images (B,H,W,3)) -> depth (B,H,W,1) float32, inference mode."""
+
+    def predict(params: dict, rest: dict, images: jax.Array) -> jax.Array:
+        depth, _ = model_def.merge(params, rest)(images, train=False)
+        return depth.astype(jnp.float32)
+
+    return predict
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+    """The compute dtype named by `config.dtype` (parameters always stay float32)."""
+    names = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if config.dtype not in names:
+        raise ValueError(f"config.dtype={config.dtype!r}; valid: {sorted(names)}")
+    return names[config.dtype]
+
+
+def model_def_from_config(config: ml_collections.ConfigDict) -> ModelDef:
+    """ModelDef of `config.model` with the config's compute dtype and remat choice."""
+    from dgr_jax.models import build_model
+
+    dtype, remat = compute_dtype(config), bool(config.get("remat", False))
+    return ModelDef.create(
+        lambda rngs: build_model(config.model, rngs=rngs, dtype=dtype, remat=remat)
+    )
