@@ -53,19 +53,25 @@ def test_each_epoch_is_a_new_permutation_and_seeds_differ():
     assert not np.array_equal(e1["depth"][:, 0, 0], other["depth"][:, 0, 0])
 
 
-def test_processes_read_disjoint_shards():
-    seen = []
-    for p in range(2):
-        it = pipeline.train_iterator(
-            _source(12), pp="normalize", global_batch=4, seed=0, process_index=p, process_count=2
+def test_processes_split_each_global_batch_without_overlap():
+    pp = "flip|random_crop(12,16)|normalize"
+    single = pipeline.train_iterator(_source(12), pp=pp, global_batch=4, seed=0)
+    shards = [
+        pipeline.train_iterator(
+            _source(12), pp=pp, global_batch=4, seed=0, process_index=p, process_count=2
         )
-        ids = set()
-        for _ in range(3):  # one epoch of this process's 6 examples
-            b = next(it)
-            assert b["depth"].shape[0] == 2  # the local share of the global batch
-            ids |= set(_ids(b))
-        seen.append(ids)
-    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(1, 13))
+        for p in range(2)
+    ]
+    for _ in range(4):
+        whole = next(single)
+        parts = [next(it) for it in shards]
+        assert all(b["depth"].shape[0] == 2 for b in parts)  # the local share
+        assert not set(_ids(parts[0])) & set(_ids(parts[1]))
+        # The two shards hold exactly the single-process batch, identically augmented.
+        merged = np.concatenate([b["image"] for b in parts])
+        order = lambda imgs: sorted(range(4), key=lambda i: imgs[i].sum())  # noqa: E731
+        a, b = whole["image"], merged
+        assert all(np.array_equal(a[i], b[j]) for i, j in zip(order(a), order(b)))
 
 
 def test_batch_not_divisible_by_processes_fails_clearly():
