@@ -6,7 +6,8 @@ The train state is a dict of arrays, so it shards, donates and checkpoints like 
   opt_state       optax state over `params`
   step            int32, completed optimiser steps
   rng             uint32 (2,) base key; step s uses fold_in(rng, s)
-  nonfinite_step  int32, the first step whose loss or gradient was not finite, -1 if none
+  nonfinite_step  int32, the first step (1-based, as logged) whose loss or gradient was not
+                  finite, -1 if none
 
 A non-finite step leaves the state unchanged (no NaN ever reaches params or checkpoints) and
 records itself in `nonfinite_step`, which the trainer reads at log / checkpoint steps, so the
@@ -115,7 +116,7 @@ def make_train_step(
             "step": step + 1,
             "rng": state["rng"],
             "nonfinite_step": jnp.where(
-                (state["nonfinite_step"] < 0) & ~finite, step, state["nonfinite_step"]
+                (state["nonfinite_step"] < 0) & ~finite, step + 1, state["nonfinite_step"]
             ),
         }
         metrics = {
