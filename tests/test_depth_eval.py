@@ -223,3 +223,47 @@ def test_flip_tta_modes(mode):
         valid = (gt > common.MIN_DEPTH_EVAL) & (gt < 10.0)
         expected.append(reference_metrics(gt[valid].astype(np.float64), pred[valid])["abs_rel"])
     np.testing.assert_allclose(result["abs_rel"], np.mean(expected), rtol=1e-4)
+
+
+def test_two_processes_match_one(tmp_path):
+    """2 processes x 2 CPU devices (gloo on loopback) give the single-process numbers; only
+    process 0 writes files."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    worker = os.path.join(os.path.dirname(__file__), "multiprocess_eval_worker.py")
+    outs = [str(tmp_path / f"p{i}") for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(port), str(i), outs[i]],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    results = [
+        json.loads(line[len("RESULT ") :])
+        for log in logs
+        for line in log.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    single = DepthEvaluator(_config(), name="sp", source=_source(), input_size=INPUT).run(
+        predict_fn
+    )
+    assert len(results) == 2 and results[0]["num_images"] == 5
+    for key, value in single.items():
+        for result in results:
+            np.testing.assert_allclose(result[key], value, rtol=1e-5, err_msg=key)
+    assert os.path.exists(os.path.join(outs[0], "metrics.json"))
+    assert not os.path.exists(os.path.join(outs[1], "metrics.json"))
+    with open(os.path.join(outs[0], "per_image.csv")) as f:
+        assert [r["id"] for r in csv.DictReader(f)] == [f"img{i}" for i in range(5)]
