@@ -131,7 +131,7 @@ def test_counts_each_image_once_and_matches_numpy(tmp_path):
     assert any(p.startswith(f"worst_{worst:05d}") for p in pictures)
 
 
-def test_padding_and_empty_ground_truth_on_8_devices():
+def test_padding_and_empty_ground_truth_on_8_devices(tmp_path):
     source = _source(seed=1)[:3]
     source[1] = dict(source[1], depth=np.zeros_like(source[1]["depth"]))  # no valid pixel
     evaluator = DepthEvaluator(
@@ -144,6 +144,25 @@ def test_padding_and_empty_ground_truth_on_8_devices():
     result = evaluator.run(predict_fn)
     assert result["num_images"] == 3 and result["num_valid_images"] == 2
     assert np.isfinite(result["abs_rel"])
+    # num_images keeps the first N; an empty source gives NaN means, not a crash.
+    first = DepthEvaluator(
+        _config(flip_tta="none", crop="none", num_pictures=0, num_images=1),
+        name="t",
+        source=source,
+        input_size=INPUT,
+    )
+    np.testing.assert_allclose(first.run(predict_fn)["abs_rel"], per_image_abs_rel(source[0]))
+    empty = DepthEvaluator(_config(), name="e", source=[], input_size=INPUT)
+    result = empty.run(predict_fn, out_dir=str(tmp_path / "empty"))
+    assert result["num_images"] == 0 and np.isnan(result["abs_rel"])
+    assert os.path.exists(tmp_path / "empty" / "report.md")
+
+
+def per_image_abs_rel(record):
+    gt = record["depth"]
+    pred = expected_prediction(record["image"], gt.shape)
+    valid = (gt > common.MIN_DEPTH_EVAL) & (gt < 10.0)
+    return reference_metrics(gt[valid].astype(np.float64), pred[valid])["abs_rel"]
 
 
 def test_kitti_kb_crop_variants():

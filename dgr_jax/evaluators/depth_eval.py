@@ -70,12 +70,18 @@ def _resize_image(image: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jax.image.resize(image.astype(jnp.float32), (*size, 3), "linear", antialias=False)
 
 
-def _normalise_and_flip(images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(B, H, W, 3) uint8 / float in [0, 255] -> ImageNet-normalised float32, and its mirror."""
+def _normalise(images: jax.Array, flip: bool) -> tuple[jax.Array, jax.Array | None]:
+    """(B, H, W, 3) uint8 / float in [0, 255] -> ImageNet-normalised float32 (and its mirror)."""
     mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
     x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    return x, jnp.flip(x, axis=2)
+    return x, (jnp.flip(x, axis=2) if flip else None)
+
+
+@functools.cache
+def _jitted_normalise(sharding: NamedSharding, flip: bool) -> Callable:
+    # Cached so evaluators built repeatedly (periodic eval, tests) share compilations.
+    return jax.jit(functools.partial(_normalise, flip=flip), out_shardings=sharding)
 
 
 def final_prediction(
@@ -113,6 +119,12 @@ def _metric_step(pred, pred_flipped, gt, region, *, min_depth, max_depth, **stat
     out = compute_depth_metrics(depth, gt, valid)
     out.update(compute_edge_metrics(depth, gt, valid))
     return out
+
+
+@functools.cache
+def _jitted_metric_step(**static) -> Callable:
+    """The metric step compiled for one static configuration (ground-truth size, TTA, ...)."""
+    return jax.jit(functools.partial(_metric_step, **static))
 
 
 @EVALUATORS.register("depth")
@@ -164,8 +176,8 @@ class DepthEvaluator:
             raise ValueError(f"eval {name!r}: batch {self.global_batch} not divisible by processes")
         self.local_batch = self.global_batch // jax.process_count()
         self._multiprocess = jax.process_count() > 1
-        self._prepare = jax.jit(_normalise_and_flip, out_shardings=self._sharding)
-        self._steps: dict[tuple[int, int], Callable] = {}
+        self._prepare = _jitted_normalise(self._sharding, self.flip_tta != "none")
+        self._regions: dict[tuple[int, int], np.ndarray] = {}
         self._paste = self.crop == "garg_full_res"
         self._resized_images, self._resized_predictions = 0, False
 
@@ -181,7 +193,7 @@ class DepthEvaluator:
         if self.kb_crop:
             try:
                 image = crops.kb_crop(image)
-                if self.crop != "garg_full_res":
+                if not self._paste:
                     gt = crops.kb_crop(gt)
             except ValueError as e:
                 raise ValueError(f"eval {self.name!r}, image {image_id!r}: {e}") from None
@@ -207,26 +219,25 @@ class DepthEvaluator:
 
     def _metric_fn(self, gt_size: tuple[int, int]) -> Callable:
         """The jitted metric step for one ground-truth size (compiled once per size)."""
-        if gt_size not in self._steps:
-            static = {
-                "flip_tta": self.flip_tta,
-                "gt_size": gt_size,
-                "paste_kb": self._paste,
-                "min_depth": self.min_depth,
-                "max_depth": self.max_depth,
-            }
-            self._steps[gt_size] = jax.jit(functools.partial(_metric_step, **static))
-        return self._steps[gt_size]
+        return _jitted_metric_step(
+            flip_tta=self.flip_tta,
+            gt_size=tuple(gt_size),
+            paste_kb=self._paste,
+            min_depth=self.min_depth,
+            max_depth=self.max_depth,
+        )
 
     def _region(self, gt_size: tuple[int, int]) -> np.ndarray:
         """Crop mask (and, for garg_full_res, the pasted KB window) of a ground-truth size."""
-        region = crops.crop_mask(self.crop, *gt_size)
-        if self.crop == "garg_full_res":
-            window = np.zeros(gt_size, bool)
-            top, left = crops.kb_crop_box(*gt_size)
-            window[top : top + common.KB_CROP_HEIGHT, left : left + common.KB_CROP_WIDTH] = True
-            region = region & window
-        return region
+        if gt_size not in self._regions:
+            region = crops.crop_mask(self.crop, *gt_size)
+            if self._paste:
+                window = np.zeros(gt_size, bool)
+                top, left = crops.kb_crop_box(*gt_size)
+                window[top : top + common.KB_CROP_HEIGHT, left : left + common.KB_CROP_WIDTH] = 1
+                region = region & window
+            self._regions[gt_size] = region
+        return self._regions[gt_size]
 
     def _metric_inputs(self, pred, pred_flipped, gt: np.ndarray):
         """Place the metric step's inputs: sharded (one process) or on the local device."""
