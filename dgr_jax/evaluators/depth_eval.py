@@ -299,25 +299,7 @@ class DepthEvaluator:
                 pending.append(([chunk[r] for r in rows], ids, rows, values))
                 target = (common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH) if self._paste else size
                 self._resized_predictions |= tuple(pred.shape[1:3]) != tuple(target)
-        names = (*METRIC_NAMES, *edge_metric_names())
-        local = {n: [] for n in names}
-        local_index, local_ids = [], []
-        for idx, ids, rows, values in pending:
-            values = jax.device_get(values)  # one process: fully addressable; else local
-            for n in names:
-                local[n].append(np.asarray(values[n])[rows])
-            local_index += idx
-            local_ids += ids
-        gathered = {
-            n: np.concatenate(v) if v else np.zeros(0, np.float32) for n, v in local.items()
-        }
-        gathered["_index"] = np.asarray(local_index, np.int64)
-        gathered["_id"] = distributed.encode_strings(local_ids)
-        gathered = distributed.gather_rows(gathered, per_process)
-        order = np.argsort(gathered["_index"], kind="stable")
-        index = gathered.pop("_index")[order]
-        ids = distributed.decode_strings(gathered.pop("_id")[order])
-        per_image = {n: np.asarray(gathered[n], np.float64)[order] for n in names}
+        index, ids, per_image = self._collect(pending, per_process)
         means, counts = aggregate(per_image)
         seconds = time.perf_counter() - start
         num_valid = int(np.sum(~np.isnan(per_image["abs_rel"]))) if len(index) else 0
@@ -336,6 +318,32 @@ class DepthEvaluator:
                 self._write(out_dir, step, per_image, means, counts, index, ids, pictures, seconds)
         return result
 
+    def _collect(self, pending: list, per_process: int) -> tuple:
+        """Fetch the per-image metrics, gather them from every process, sort by image index.
+
+        Returns:
+            (dataset indices (N,), ids [N], {metric: (N,) float64}) over all processes.
+        """
+        names = (*METRIC_NAMES, *edge_metric_names())
+        local = {n: [] for n in names}
+        local_index, local_ids = [], []
+        for idx, ids, rows, values in pending:
+            values = jax.device_get(values)  # one process: fully addressable; else local
+            for n in names:
+                local[n].append(np.asarray(values[n])[rows])
+            local_index += idx
+            local_ids += ids
+        gathered = {
+            n: np.concatenate(v) if v else np.zeros(0, np.float32) for n, v in local.items()
+        }
+        gathered["_index"] = np.asarray(local_index, np.int64)
+        gathered["_id"] = distributed.encode_strings(local_ids)
+        gathered = distributed.gather_rows(gathered, per_process)
+        order = np.argsort(gathered["_index"], kind="stable")
+        index = gathered.pop("_index")[order]
+        ids = distributed.decode_strings(gathered.pop("_id")[order])
+        return index, ids, {n: np.asarray(gathered[n], np.float64)[order] for n in names}
+
     # ---------------------------------------------------------------------------------------
     # Outputs.
     # ---------------------------------------------------------------------------------------
@@ -344,7 +352,7 @@ class DepthEvaluator:
         parts = []
         if self._resized_images:
             h, w = self.input_size
-            parts.append(f"image -> {h}x{w} model input for {self._resized_images} images")
+            parts.append(f"image -> {h}x{w} model input")
         if self._resized_predictions:
             parts.append("prediction -> ground-truth size")
         resize = "none"
