@@ -101,6 +101,7 @@ def depth_eval(
     flip_tta: str = "blend",
     batch_size: int = 8,
     num_pictures: int = 4,
+    kb_crop: bool = False,
 ) -> ml_collections.ConfigDict:
     """One `config.evals.<name>` entry for the standard depth evaluator."""
     return ml_collections.ConfigDict(
@@ -108,7 +109,12 @@ def depth_eval(
             "type": "depth",
             "dataset": dataset,
             "split": split,
-            "crop": crop,  # "eigen" | "garg" | "garg_full_res" | "none"
+            # "eigen" (NYU) | "garg" | "garg_full_res" (BTS eval_with_pngs) | "kitti_eigen" | "none"
+            "crop": crop,
+            # KITTI benchmark crop of image and GT to 352x1216 before the model (NeWCRFs
+            # --do_kb_crop); with crop="garg_full_res" only the image is cropped and the
+            # prediction is pasted back into the full-resolution frame.
+            "kb_crop": kb_crop,
             "min_depth": common.MIN_DEPTH_EVAL,
             "max_depth": max_depth,
             "flip_tta": flip_tta,  # "blend" (NeWCRFs post_process_depth) | "mean" | "none"

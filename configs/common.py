@@ -101,12 +101,23 @@ NYU_DEPTH_PNG_SCALE = 1000.0
 KITTI_DEPTH_PNG_SCALE = 256.0
 
 # --------------------------------------------------------------------------------------------
+# Standard metrics (BTS utils/eval_with_pngs.py compute_errors, NeWCRFs newcrfs/utils.py
+# compute_errors; method.md section 5).
+# --------------------------------------------------------------------------------------------
+# delta_k: fraction of valid pixels with max(g/p, p/g) < DELTA_THRESHOLD ** k, k = 1, 2, 3.
+DELTA_THRESHOLD = 1.25
+# SILog metric: SILOG_METRIC_SCALE * sqrt(mean(e^2) - mean(e)^2), e = log p - log g.
+SILOG_METRIC_SCALE = 100.0
+
+# --------------------------------------------------------------------------------------------
 # Edge metrics (method.md section 6).
 # --------------------------------------------------------------------------------------------
 # Hu et al. (ICCV 2019) Sobel depth-edge thresholds.
 EDGE_THRESHOLDS = (0.25, 0.5, 1.0)
 # Depth Pro scale-invariant boundary F1: thresholds linspace(1.05, 1.25, 10), weights ~ t.
 BOUNDARY_F1_T_MIN, BOUNDARY_F1_T_MAX, BOUNDARY_F1_NUM = 1.05, 1.25, 10
+# Depth Pro invert_depth: inverse depth = 1 / max(depth, BOUNDARY_F1_DEPTH_EPS).
+BOUNDARY_F1_DEPTH_EPS = 1e-6
 
 # --------------------------------------------------------------------------------------------
 # Published numbers (method.md section 5), for report tables. abs_rel / rmse / d1.
@@ -123,5 +134,30 @@ PUBLISHED = {
         "NeWCRFs (released ckpt)": {"abs_rel": 0.0520, "rmse": 2.0716, "d1": 0.975},
         "PixelFormer (paper)": {"abs_rel": 0.051, "rmse": 2.081, "d1": 0.976},
         "BTS DenseNet-161": {"abs_rel": 0.060, "rmse": 2.798, "d1": 0.955},
+    },
+}
+
+# The protocols under which the PUBLISHED numbers were measured (NeWCRFs/PixelFormer eval.py with
+# their arguments_eval_*.txt; shared/notes/peers.md section 2.1). Reports put the published
+# numbers beside ours only when an evaluation matches one of these exactly. BTS's KITTI row was
+# measured on the full-resolution GT without flip TTA; the report says so in a note.
+STANDARD_PROTOCOLS = {
+    "nyu": {
+        "split": "test",
+        "crop": "eigen",
+        "kb_crop": False,
+        "min_depth": MIN_DEPTH_EVAL,
+        "max_depth": NYU_MAX_DEPTH,
+        "flip_tta": "blend",
+        "num_images": NYU_TEST_COUNT,
+    },
+    "kitti": {
+        "split": "test",
+        "crop": "garg",
+        "kb_crop": True,
+        "min_depth": MIN_DEPTH_EVAL,
+        "max_depth": KITTI_MAX_DEPTH,
+        "flip_tta": "blend",
+        "num_images": KITTI_EIGEN_TEST_WITH_GT,
     },
 }

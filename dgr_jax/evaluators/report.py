@@ -1,0 +1,208 @@
+"""Evaluation outputs: metrics.json, per_image.csv and report.md (ours).
+
+The report states the protocol in words, puts the published PyTorch numbers of method.md
+(`configs/common.py` PUBLISHED) beside ours only when the protocol is the one they were measured
+with (`configs/common.py` STANDARD_PROTOCOLS), and lists the worst images by abs_rel.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from configs import common
+from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
+
+CROP_WORDS = {
+    "eigen": "NYU Eigen crop (rows 45:471, cols 41:601 at 480x640; proportional at other sizes)",
+    "garg": "Garg crop on the KB-cropped 352x1216 ground truth (NeWCRFs / PixelFormer)",
+    "garg_full_res": "Garg crop on the full-resolution ground truth (BTS eval_with_pngs)",
+    "kitti_eigen": "KITTI Eigen crop variant",
+    "none": "no crop",
+}
+TTA_WORDS = {
+    "blend": "horizontal-flip TTA, NeWCRFs post_process_depth edge blend",
+    "mean": "horizontal-flip TTA, plain mean",
+    "none": "no test-time augmentation",
+}
+
+
+def dataset_family(dataset: str) -> str | None:
+    """ "nyu" / "kitti" for dataset names of those families (for the published-numbers table)."""
+    name = dataset.lower().split("/")[0]
+    for family in common.STANDARD_PROTOCOLS:
+        if name.startswith(family):
+            return family
+    return None
+
+
+def standard_protocol_mismatches(protocol: dict[str, Any]) -> list[str] | None:
+    """Keys where `protocol` departs from its family's standard protocol (None: no family).
+
+    The image count is not compared here; `render_report` notes a different count separately.
+    """
+    family = dataset_family(str(protocol["dataset"]))
+    if family is None:
+        return None
+    standard = common.STANDARD_PROTOCOLS[family]
+    return [
+        key for key, value in standard.items() if key != "num_images" and protocol.get(key) != value
+    ]
+
+
+def protocol_in_words(protocol: dict[str, Any]) -> str:
+    """One paragraph describing how the numbers were computed."""
+    kb = (
+        "Images (and, unless the crop says otherwise, ground truth) were KB-cropped to "
+        f"{common.KB_CROP_HEIGHT}x{common.KB_CROP_WIDTH} (top = H - {common.KB_CROP_HEIGHT}, "
+        f"left = (W - {common.KB_CROP_WIDTH}) // 2). "
+        if protocol.get("kb_crop")
+        else ""
+    )
+    return (
+        f"{protocol['num_images']} images of `{protocol['dataset']}` split "
+        f"`{protocol['split']}`. {kb}Predictions were made with "
+        f"{TTA_WORDS.get(protocol['flip_tta'], protocol['flip_tta'])}; resizing: "
+        f"{protocol['resize']}. Predictions were clamped to [{protocol['min_depth']:g}, "
+        f"{protocol['max_depth']:g}] m (NaN -> min, inf -> max); pixels count when "
+        f"{protocol['min_depth']:g} < gt < {protocol['max_depth']:g} m (strict) and they lie "
+        f"inside the {CROP_WORDS.get(protocol['crop'], protocol['crop'])}. Metrics are computed "
+        "per image over its valid pixels and averaged over images (BTS/NeWCRFs convention); "
+        "silog = 100 sqrt(mean(e^2) - mean(e)^2), e = log p - log g."
+    )
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[str]:
+    """Markdown lines comparing with the published numbers, or why there is no comparison."""
+    family = dataset_family(str(protocol["dataset"]))
+    mismatches = standard_protocol_mismatches(protocol)
+    if family is None:
+        return ["No published numbers for this dataset."]
+    if mismatches:
+        standard = common.STANDARD_PROTOCOLS[family]
+        diffs = ", ".join(
+            f"{k} = {protocol.get(k)!r} (standard {standard[k]!r})" for k in mismatches
+        )
+        return [
+            f"Published {family.upper()} numbers are not shown: the protocol differs ({diffs})."
+        ]
+    keys = ("abs_rel", "rmse", "d1")
+    lines = ["| system | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines.append("| **ours** | " + " | ".join(_fmt(means.get(k, math.nan)) for k in keys) + " |")
+    for system, numbers in common.PUBLISHED[family].items():
+        lines.append(f"| {system} | " + " | ".join(_fmt(numbers[k]) for k in keys) + " |")
+    lines.append("")
+    lines.append(
+        "Published rows: NeWCRFs / PixelFormer include flip TTA (edge blend); BTS rows are its "
+        "released checkpoints without TTA, KITTI on the full-resolution GT."
+    )
+    expected = common.STANDARD_PROTOCOLS[family]["num_images"]
+    if protocol["num_images"] != expected:
+        lines.append(
+            f"Note: {protocol['num_images']} images were evaluated; the published numbers use "
+            f"{expected}."
+        )
+    return lines
+
+
+def worst_indices(per_image: dict[str, np.ndarray], k: int, key: str = "abs_rel") -> np.ndarray:
+    """Positions of the k worst images by `key` (NaN images excluded), worst first."""
+    values = np.asarray(per_image[key], np.float64)
+    order = np.argsort(-values if key not in HIGHER_IS_BETTER else values, kind="stable")
+    order = [i for i in order if not np.isnan(values[i])]
+    return np.asarray(order[:k], dtype=np.int64)
+
+
+def write_metrics_json(path: str, payload: dict[str, Any]) -> None:
+    """Write JSON with NaN as null (strict JSON)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (float, np.floating)):
+            return None if math.isnan(x) else float(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+
+    with open(path, "w") as f:
+        json.dump(clean(payload), f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def write_per_image_csv(
+    path: str, indices: Sequence[int], ids: Sequence[str], per_image: dict[str, np.ndarray]
+) -> None:
+    """One row per image: dataset index, id, every metric (empty where undefined)."""
+    names = list(per_image)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "id", *names])
+        for row, (index, image_id) in enumerate(zip(indices, ids)):
+            values = [per_image[n][row] for n in names]
+            writer.writerow(
+                [int(index), image_id, *("" if math.isnan(v) else f"{v:.6g}" for v in values)]
+            )
+
+
+def render_report(
+    *,
+    name: str,
+    protocol: dict[str, Any],
+    means: dict[str, float],
+    counts: dict[str, int],
+    metric_names: Sequence[str],
+    edge_names: Sequence[str],
+    per_image: dict[str, np.ndarray],
+    indices: Sequence[int],
+    ids: Sequence[str],
+    pictures: Sequence[str] = (),
+    step: int | None = None,
+    num_worst: int = 10,
+) -> str:
+    """The report.md text."""
+    n = protocol["num_images"]
+    title = f"# Evaluation `{name}`" + (f" at step {step}" if step is not None else "")
+    lines = [title, "", "## Protocol", "", protocol_in_words(protocol), ""]
+    lines += ["## Metrics", "", "| metric | mean | images |", "|---|---|---|"]
+    for key in (*metric_names, *edge_names):
+        if key in means:
+            lines.append(f"| {key} | {_fmt(means[key])} | {counts.get(key, 0)} / {n} |")
+    lines += [
+        "",
+        "Lower is better except d1-d3 and the precision / recall / F1 scores. Images without a "
+        "valid pixel (or, for an edge metric, where it is undefined) are left out of a mean; "
+        "the last column counts the images that entered it.",
+        "",
+        "## Published PyTorch numbers",
+        "",
+        *published_table(protocol, means),
+        "",
+        f"## Worst {min(num_worst, len(indices))} images by abs_rel",
+        "",
+        "| index | id | abs_rel | rmse | d1 |",
+        "|---|---|---|---|---|",
+    ]
+    for pos in worst_indices(per_image, num_worst):
+        lines.append(
+            f"| {indices[pos]} | {ids[pos]} | {_fmt(per_image['abs_rel'][pos])} | "
+            f"{_fmt(per_image['rmse'][pos])} | {_fmt(per_image['d1'][pos])} |"
+        )
+    lines += ["", "Every image's metrics: `per_image.csv`.", ""]
+    if pictures:
+        lines += ["## Pictures", "", "RGB / ground truth / prediction / absolute error.", ""]
+        lines += [f"![{os.path.basename(p)}]({p})" for p in pictures]
+        lines.append("")
+    return "\n".join(lines)
