@@ -18,7 +18,7 @@ from dgr_jax.data import datasets
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
 
-HEADLINE = ("abs_rel", "rmse", "d1", "silog", "grad_error", "edge_f1")
+HEADLINE = ("abs_rel", "rmse", "d1", "grad_err", "si_boundary_f1")
 
 
 def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> dict:
@@ -33,7 +33,7 @@ def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> d
             build_args=dict(config.input.build),
         )
         result[name] = EVALUATORS.get(cfg.type)(
-            name=name, cfg=cfg, source=source, input_size=tuple(config.input.size), mesh=mesh
+            cfg, name=name, source=source, input_size=tuple(config.input.size), mesh=mesh
         )
     return result
 
