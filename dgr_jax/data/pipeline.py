@@ -5,11 +5,12 @@
     state = it.get_state()        # JSON-serialisable; the trainer checkpoints it
     it2 = train_iterator(...); it2.set_state(state); next(it2)  # == the batch after `state`
 
-Per-process sharding: process p of P reads records p, p + P, p + 2P, ... and yields
-global_batch / P examples per step; the trainer assembles the global batch with
-`jax.make_array_from_process_local_data`. Shuffling is seeded and reshuffled every epoch;
-augmentation randomness is derived by grain from (seed, position), so a restored iterator
-produces exactly the batches the uninterrupted one would have.
+Per-process sharding: all processes share one seeded global order (reshuffled every epoch);
+process p of P reads only positions p, p + P, p + 2P, ... of it and yields global_batch / P
+examples per step; the trainer assembles the global batch with
+`jax.make_array_from_process_local_data`. Augmentation randomness is derived by grain from
+(seed, global position), so the global batch does not depend on the number of processes, and a
+restored iterator produces exactly the batches the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -41,19 +42,18 @@ def train_iterator(
             "choose a multiple of the process count"
         )
     n = len(source)
-    if n < pc:
-        raise ValueError(f"the dataset has {n} examples, fewer than the {pc} processes")
-    ds = grain.MapDataset.source(source)
-    ds = ds[pi::pc]  # this process's shard
-    local_batch = global_batch // pc
-    if len(ds) < local_batch:
+    if n < global_batch:
         raise ValueError(
-            f"this process's shard has {len(ds)} examples, fewer than one local batch "
-            f"({local_batch}); use a smaller batch_size or more data"
+            f"the dataset has {n} examples, fewer than one batch ({global_batch}); "
+            "use a smaller batch_size or more data"
         )
-    ds = ds.shuffle(seed=seed).repeat(None)  # reshuffled each epoch
+    # One global order for every process count: shuffle (per epoch) and augment by global
+    # position, then process p takes positions p, p + P, ... So the global batch holds the same
+    # examples, identically augmented, whether it runs on 1 process or on P.
+    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
     ds = ds.random_map(Preprocess(pp), seed=seed + 1)
-    ds = ds.batch(local_batch, drop_remainder=True)
+    ds = ds[pi::pc]
+    ds = ds.batch(global_batch // pc, drop_remainder=True)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if workers > 0:
         if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
