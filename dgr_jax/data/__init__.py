@@ -1,0 +1,1 @@
+"""dgr_jax.data."""

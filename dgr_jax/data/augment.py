@@ -1,0 +1,304 @@
+"""Preprocessing ops, composed from a string named in the config ("rotate(2.5)|flip|...").
+
+Every op is `op(example, rng) -> example` on numpy arrays: `image` (H, W, 3) uint8 or float32
+in [0, 1] and `depth` (H, W) float32 metres with 0 = invalid. Paired geometric ops draw their
+randomness once and apply it to image and depth alike; depth is always resampled with nearest
+neighbour so no depth value is invented, and pixels that leave the frame become invalid (0).
+
+Ops (registered in `dgr_jax.registry.PP_OPS`):
+  kb_crop                   KITTI benchmark crop 352x1216 (bottom-aligned, centred)
+  rotate(degrees)           uniform angle in [-degrees, degrees]; PIL bilinear / nearest, as the
+                            NeWCRFs/BTS loaders do
+  flip(p=0.5)               horizontal flip
+  random_crop(h, w)         uniform crop offsets
+  center_crop(h, w)
+  resize(h, w)              image bilinear, depth nearest
+  nyu_train_box             zero the depth outside NYU's valid training box (NeWCRFs loader)
+  gamma(lo, hi, p=0.5)      image ** U(lo, hi)                       each with its own coin
+  brightness(lo, hi, p=0.5) image * U(lo, hi)
+  colour(lo, hi, p=0.5)     image * U(lo, hi) per channel
+  photometric(b_lo, b_hi)   the hosts' joint version: ONE coin (p=0.5) then gamma U(0.9, 1.1),
+                            brightness U(b_lo, b_hi), colour U(0.9, 1.1), clip (NeWCRFs
+                            `augment_image`); use it for parity runs
+  normalize                 float32, ImageNet mean/std (must be the last op)
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from configs import common
+from dgr_jax.registry import PP_OPS
+
+Example = dict[str, Any]
+Op = Callable[[Example, np.random.Generator], Example]
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return image.astype(np.float32, copy=False)
+
+
+def kb_crop_offsets(height: int, width: int) -> tuple[int, int]:
+    """(top, left) of the KITTI benchmark crop: bottom-aligned, horizontally centred."""
+    if height < common.KB_CROP_HEIGHT or width < common.KB_CROP_WIDTH:
+        raise ValueError(
+            f"KB crop needs images of at least {common.KB_CROP_HEIGHT}x{common.KB_CROP_WIDTH}, "
+            f"got {height}x{width}"
+        )
+    return height - common.KB_CROP_HEIGHT, int((width - common.KB_CROP_WIDTH) / 2)
+
+
+def _crop(ex: Example, top: int, left: int, h: int, w: int) -> Example:
+    ex = dict(ex)
+    ex["image"] = ex["image"][top : top + h, left : left + w]
+    ex["depth"] = ex["depth"][top : top + h, left : left + w]
+    return ex
+
+
+@PP_OPS.register("kb_crop")
+def kb_crop() -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        top, left = kb_crop_offsets(*ex["depth"].shape)
+        return _crop(ex, top, left, common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH)
+
+    return op
+
+
+def _rotate_image(image: np.ndarray, angle: float) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).rotate(angle, resample=Image.BILINEAR))
+    channels = [
+        np.asarray(Image.fromarray(image[..., c], mode="F").rotate(angle, resample=Image.BILINEAR))
+        for c in range(image.shape[-1])
+    ]
+    return np.stack(channels, axis=-1)
+
+
+@PP_OPS.register("rotate")
+def rotate(degrees: float) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        angle = float(rng.uniform(-degrees, degrees))
+        ex = dict(ex)
+        ex["image"] = _rotate_image(ex["image"], angle)
+        depth = Image.fromarray(np.ascontiguousarray(ex["depth"], dtype=np.float32), mode="F")
+        ex["depth"] = np.asarray(depth.rotate(angle, resample=Image.NEAREST), dtype=np.float32)
+        return ex
+
+    return op
+
+
+@PP_OPS.register("flip")
+def flip(p: float = 0.5) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.uniform() < p:
+            ex = dict(ex)
+            ex["image"] = ex["image"][:, ::-1]
+            ex["depth"] = ex["depth"][:, ::-1]
+        return ex
+
+    return op
+
+
+def _check_fits(ex: Example, h: int, w: int, name: str) -> tuple[int, int]:
+    H, W = ex["depth"].shape
+    if h > H or w > W:
+        raise ValueError(
+            f"{name}({h},{w}) needs images of at least {h}x{w}, got {H}x{W}: lower the crop "
+            "size in config.input.pp_train / config.input.size, or resize first"
+        )
+    return H, W
+
+
+@PP_OPS.register("random_crop")
+def random_crop(h: int, w: int) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        H, W = _check_fits(ex, h, w, "random_crop")
+        top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+        return _crop(ex, top, left, h, w)
+
+    return op
+
+
+@PP_OPS.register("center_crop")
+def center_crop(h: int, w: int) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        H, W = _check_fits(ex, h, w, "center_crop")
+        return _crop(ex, (H - h) // 2, (W - w) // 2, h, w)
+
+    return op
+
+
+@PP_OPS.register("resize")
+def resize(h: int, w: int) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        ex = dict(ex)
+        image = ex["image"]
+        if image.dtype == np.uint8:
+            ex["image"] = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        else:
+            ex["image"] = np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(image[..., c], mode="F").resize((w, h), Image.BILINEAR)
+                    )
+                    for c in range(image.shape[-1])
+                ],
+                axis=-1,
+            )
+        depth = Image.fromarray(np.ascontiguousarray(ex["depth"], dtype=np.float32), mode="F")
+        ex["depth"] = np.asarray(depth.resize((w, h), Image.NEAREST), dtype=np.float32)
+        return ex
+
+    return op
+
+
+@PP_OPS.register("nyu_train_box")
+def nyu_train_box() -> Op:
+    top, bottom, left, right = common.NYU_TRAIN_VALID_BOX
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        ex = dict(ex)
+        keep = np.zeros(ex["depth"].shape, dtype=bool)
+        keep[top:bottom, left:right] = True
+        ex["depth"] = np.where(keep, ex["depth"], 0.0).astype(np.float32)
+        return ex
+
+    return op
+
+
+def _photometric(ex: Example, factor: Callable[[np.ndarray], np.ndarray]) -> Example:
+    ex = dict(ex)
+    ex["image"] = np.clip(factor(_as_float(ex["image"])), 0.0, 1.0).astype(np.float32)
+    return ex
+
+
+@PP_OPS.register("gamma")
+def gamma(
+    lo: float = common.GAMMA_RANGE[0],
+    hi: float = common.GAMMA_RANGE[1],
+    p: float = common.AUG_PROBABILITY,
+) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.uniform() >= p:
+            return ex
+        g = rng.uniform(lo, hi)
+        return _photometric(ex, lambda x: x**g)
+
+    return op
+
+
+@PP_OPS.register("brightness")
+def brightness(
+    lo: float = common.NYU_BRIGHTNESS_RANGE[0],
+    hi: float = common.NYU_BRIGHTNESS_RANGE[1],
+    p: float = common.AUG_PROBABILITY,
+) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.uniform() >= p:
+            return ex
+        b = rng.uniform(lo, hi)
+        return _photometric(ex, lambda x: x * b)
+
+    return op
+
+
+@PP_OPS.register("colour")
+def colour(
+    lo: float = common.COLOUR_RANGE[0],
+    hi: float = common.COLOUR_RANGE[1],
+    p: float = common.AUG_PROBABILITY,
+) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.uniform() >= p:
+            return ex
+        c = rng.uniform(lo, hi, size=3).astype(np.float32)
+        return _photometric(ex, lambda x: x * c)
+
+    return op
+
+
+@PP_OPS.register("photometric")
+def photometric(b_lo: float, b_hi: float) -> Op:
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.uniform() < common.AUG_PROBABILITY:
+            return ex
+        g = rng.uniform(*common.GAMMA_RANGE)
+        b = rng.uniform(b_lo, b_hi)
+        c = rng.uniform(*common.COLOUR_RANGE, size=3).astype(np.float32)
+        return _photometric(ex, lambda x: (x**g) * b * c)
+
+    return op
+
+
+@PP_OPS.register("normalize")
+def normalize() -> Op:
+    mean = np.asarray(common.IMAGENET_MEAN, np.float32)
+    std = np.asarray(common.IMAGENET_STD, np.float32)
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        ex = dict(ex)
+        ex["image"] = (_as_float(ex["image"]) - mean) / std
+        return ex
+
+    return op
+
+
+def parse(pp: str) -> list[Op]:
+    """ "rotate(2.5)|flip|random_crop(240,320)|normalize" -> list of ops (validated)."""
+    ops = []
+    names = []
+    for spec in filter(None, (s.strip() for s in pp.split("|"))):
+        name, paren, rest = spec.partition("(")
+        args: tuple = ()
+        if paren:
+            if not rest.endswith(")"):
+                raise ValueError(f"bad preprocessing op {spec!r} in {pp!r}: missing ')'")
+            args = ast.literal_eval(f"({rest[:-1]},)") if rest[:-1].strip() else ()
+        try:
+            factory = PP_OPS.get(name.strip())
+        except KeyError as e:
+            raise ValueError(f"{e.args[0]} (in pp string {pp!r})") from None
+        ops.append(factory(*args))
+        names.append(name.strip())
+    if not names or names[-1] != "normalize":
+        raise ValueError(f"pp string {pp!r} must end with 'normalize'")
+    return ops
+
+
+class Preprocess:
+    """Picklable callable applying a pp string to one record; drops everything but the arrays.
+
+    Output: {"image": float32 (H, W, 3) normalised, "depth": float32 (H, W)}.
+    """
+
+    def __init__(self, pp: str):
+        self.pp = pp
+        parse(pp)  # validate eagerly so a typo fails at start-up
+        self._ops: list[Op] | None = None
+
+    def __getstate__(self):
+        return {"pp": self.pp}
+
+    def __setstate__(self, state):
+        self.pp, self._ops = state["pp"], None
+
+    def __call__(self, record: Example, rng: np.random.Generator) -> Example:
+        if self._ops is None:
+            self._ops = parse(self.pp)
+        ex = {
+            "image": np.asarray(record["image"]),
+            "depth": np.asarray(record["depth"], np.float32),
+        }
+        for op in self._ops:
+            ex = op(ex, rng)
+        return {
+            "image": np.ascontiguousarray(ex["image"], dtype=np.float32),
+            "depth": np.ascontiguousarray(ex["depth"], dtype=np.float32),
+        }

@@ -1,0 +1,81 @@
+"""Find, build and open datasets by the names configs use ("synthetic_depth/indoor", ...).
+
+`open_split(...)` returns a random-access data source (`len(src)`, `src[i]` -> dict of numpy
+arrays following the element contract in dgr_jax/data/builders/base.py), building the dataset
+first when it can build itself (synthetic) or when a manual dir with the user's files is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from dgr_jax.data import builders  # noqa: F401  (registers the builders)
+from dgr_jax.data.builders.base import DatasetError
+from dgr_jax.registry import DATASETS
+
+
+def parse_name(dataset: str) -> tuple[str, str | None]:
+    """Split a dataset name: "synthetic_depth/indoor" -> ("synthetic_depth", "indoor").
+
+    A name without a config ("nyu_depth_v2_bts") gives (name, None).
+    """
+    name, _, config = dataset.partition("/")
+    return name, (config or None)
+
+
+def get_builder(
+    dataset: str,
+    data_dir: str,
+    *,
+    manual_dir: str = "",
+    build_args: Mapping[str, Any] | None = None,
+) -> tfds.core.DatasetBuilder:
+    """The (possibly not yet prepared) builder for `dataset` under `data_dir`."""
+    name, config = parse_name(dataset)
+    try:
+        cls = DATASETS.get(name)
+    except KeyError as e:
+        raise DatasetError(str(e.args[0])) from None
+    return cls.from_args(
+        config, os.path.expanduser(data_dir), manual_dir=manual_dir, **dict(build_args or {})
+    )
+
+
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    return (builder.data_path / "dataset_info.json").exists()
+
+
+def ensure_built(
+    dataset: str,
+    data_dir: str,
+    *,
+    manual_dir: str = "",
+    build_args: Mapping[str, Any] | None = None,
+) -> tfds.core.DatasetBuilder:
+    """Build `dataset` into `data_dir` unless it is there already; return the builder."""
+    builder = get_builder(dataset, data_dir, manual_dir=manual_dir, build_args=build_args)
+    if not is_prepared(builder):
+        download_config = tfds.download.DownloadConfig(
+            manual_dir=os.path.expanduser(manual_dir) if manual_dir else None
+        )
+        builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    return builder
+
+
+def open_split(
+    dataset: str,
+    split: str,
+    data_dir: str,
+    *,
+    manual_dir: str = "",
+    build_args: Mapping[str, Any] | None = None,
+):
+    """Random-access source of one split, building the dataset first if needed."""
+    builder = ensure_built(dataset, data_dir, manual_dir=manual_dir, build_args=build_args)
+    if split not in builder.info.splits:
+        raise DatasetError(f"{dataset} has splits {sorted(builder.info.splits)}, not {split!r}")
+    return builder.as_data_source(split=split)
