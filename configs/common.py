@@ -89,6 +89,7 @@ POLY_POWER = 0.9
 POLY_END_FACTOR = 0.1
 NEWCRFS_LR = 2e-5
 PIXELFORMER_LR = 4e-5
+PIXELFORMER_EPOCHS = 20  # PixelFormer's training length (NeWCRFs: 50)
 
 # --------------------------------------------------------------------------------------------
 # Dataset sizes, to warn when a user's copy differs (shared/notes/peers.md section 2.5).
