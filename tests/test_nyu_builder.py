@@ -1,7 +1,10 @@
 """nyu_depth_v2_bts: built from fake BTS-layout copies; exact values, counts, every error path."""
 
+import dataclasses
+import functools
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from PIL import Image
 from configs import common
 from dgr_jax import configlib
 from dgr_jax.data import augment, build, datasets, fake_manual
-from dgr_jax.data.builders import nyu_depth_v2_bts, nyu_mat
+from dgr_jax.data.builders import manual, nyu_depth_v2_bts, nyu_mat
 from dgr_jax.data.builders.base import DatasetError
 
 NAME = "nyu_depth_v2_bts"
@@ -241,3 +244,36 @@ def test_cli_builds_and_logs_counts(fake, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0 and "test: 2" in captured.out and "train: 4" in captured.out
     assert "standard copies have" in captured.err
+
+
+# ----------------------------------------------------------------------------------------------
+# Large builds: worker processes, in order, nothing lost, bounded memory, errors come back.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_worker_pool_keeps_order_and_every_example_bounds_work_and_returns_errors(fake, tmp_path):
+    manual_dir = tmp_path / "m"
+    shutil.copytree(fake.root, manual_dir)
+    jobs = nyu_depth_v2_bts.NyuDepthV2Bts.from_args(None, str(tmp_path))._list_jobs(
+        manual_dir, nyu_depth_v2_bts.TRAIN_LIST, manual_dir / "sync", "train"
+    )
+    bad = dataclasses.replace(jobs[0], image=str(tmp_path / "bad.jpg"), origin="line 99 of x")
+    Path(bad.image).write_bytes(b"garbage")
+    good = jobs * 3  # 12 jobs, then one that fails in its worker
+    pulled = []
+
+    def feed():
+        for job in [*good, bad]:
+            pulled.append(job)
+            yield job
+
+    fn = functools.partial(manual.load_example, ctx=nyu_depth_v2_bts.CTX)
+    results = manual.ordered_map(fn, feed(), workers=2, window=3)
+    got = [next(results)]
+    assert len(pulled) <= 4  # the window plus one refill: never all jobs at once
+    with pytest.raises(DatasetError, match="cannot decode") as e:
+        got.extend(results)
+    assert bad.image in str(e.value) and "line 99 of x" in str(e.value)
+    assert [r["id"] for r in got] == [j.id for j in good]  # in order, none lost
+    for r, job in zip(got, good, strict=True):
+        assert np.array_equal(r["depth"], manual.load_example(job, nyu_depth_v2_bts.CTX)["depth"])

@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import io
+import itertools
 import logging
 import multiprocessing
 import os
@@ -229,18 +230,14 @@ def ordered_map(
     )
     try:
         it = iter(jobs)
-        pending = collections.deque(pool.submit(fn, job) for job, _ in zip(it, range(window)))
+        pending = collections.deque(pool.submit(fn, job) for job in itertools.islice(it, window))
         while pending:
             result = pending.popleft().result()
-            for job in _take(it, 1):
+            for job in itertools.islice(it, 1):
                 pending.append(pool.submit(fn, job))
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _take(it: Iterator[Any], n: int) -> list[Any]:
-    return [x for x, _ in zip(it, range(n))]
 
 
 def num_workers(count: int) -> int:
@@ -252,7 +249,8 @@ def generate(jobs: Sequence[Job], ctx: Context, split: str) -> Iterator[tuple[st
     """The (key, example) pairs of one split, decoded in worker processes, in list order."""
     converted = 0
     fn = functools.partial(load_example, ctx=ctx)
-    for job, ex in zip(jobs, ordered_map(fn, jobs, workers=num_workers(len(jobs)))):
+    results = ordered_map(fn, jobs, workers=num_workers(len(jobs)))
+    for job, ex in zip(jobs, results, strict=True):
         converted += ex.pop("converted")
         yield job.key, ex
     if converted:
