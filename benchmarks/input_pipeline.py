@@ -5,7 +5,14 @@
 Builds the config's synthetic dataset into a temporary dir (or reads `--data_dir`), then times
 the training iterator with the config's pp string. `headroom` = pipeline images/s over the
 images/s the config's train step consumes (measured here with the trainer when it is
-available). Prints one JSON object as the last line.
+available).
+
+Real-dataset shapes: it also builds a tiny fake NYU copy (480x640 JPEG RGB + 16-bit PNG depth,
+BTS layout) and a fake KITTI copy (375x1242 PNG RGB + sparse 16-bit PNG depth) with the real
+builders (dgr_jax/data/fake_manual.py), and times decode alone (`*_decode_images_per_s`) and
+decode + the pp_train of configs/nyu_vit_dgr.py / configs/kitti_vit_dgr.py through the same
+training iterator (`*_decode_augment_images_per_s`). Synthetic pixels compress differently
+from photos, so these rates are indicative. Prints one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -17,11 +24,18 @@ import platform
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dgr_jax import configlib
-from dgr_jax.data import datasets, pipeline
+from dgr_jax.data import datasets, fake_manual, pipeline
+
+# Fake copies shaped like the real datasets: (builder of the manual dir, its size argument).
+REAL_SHAPED = {
+    "nyu": ("configs/nyu_vit_dgr.py", fake_manual.make_nyu, {"size": (480, 640)}),
+    "kitti": ("configs/kitti_vit_dgr.py", fake_manual.make_kitti, {"size": (375, 1242)}),
+}
 
 
 def pipeline_rate(source, pp: str, batch: int, seconds: float, workers: int) -> float:
@@ -32,6 +46,38 @@ def pipeline_rate(source, pp: str, batch: int, seconds: float, workers: int) -> 
         next(it)
         n += batch
     return n / (time.perf_counter() - start)
+
+
+def decode_rate(source, seconds: float) -> float:
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        source[n % len(source)]
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def real_shaped_rates(quick: bool, workers: int) -> dict:
+    """Decode and decode+augment images/s on fake NYU- and KITTI-shaped builds."""
+    seconds = 3.0 if quick else 15.0
+    per_split = 8 if quick else 24  # training examples in each fake copy
+    out = {}
+    for key, (config_path, make, size) in REAL_SHAPED.items():
+        config = configlib.load(config_path)
+        with tempfile.TemporaryDirectory(prefix=f"dgr_bench_{key}_") as tmp:
+            count = (
+                {"frames_per_scene": per_split // 2} if key == "nyu" else {"frames": per_split // 2}
+            )
+            copy = make(Path(tmp) / "manual", **size, **count)
+            start = time.perf_counter()
+            source = datasets.open_split(
+                config.input.dataset, "train", str(Path(tmp) / "data"), manual_dir=str(copy.root)
+            )
+            out[f"{key}_build_s"] = round(time.perf_counter() - start, 1)
+            out[f"{key}_decode_images_per_s"] = round(decode_rate(source, seconds / 2), 1)
+            rate = pipeline_rate(source, config.input.pp_train, config.batch_size, seconds, workers)
+            out[f"{key}_decode_augment_images_per_s"] = round(rate, 1)
+            out[f"{key}_pp"] = config.input.pp_train
+    return out
 
 
 def main() -> None:
@@ -45,6 +91,8 @@ def main() -> None:
     num_train = 64 if args.quick else 256
     build_args = dict(config.input.build)
     build_args["num_train"] = num_train
+    if args.quick:  # only the train split is timed; a small test split keeps --quick short
+        build_args["num_test"] = min(build_args.get("num_test", 0), 8)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="dgr_bench_")
     start = time.perf_counter()
     source = datasets.open_split(config.input.dataset, "train", data_dir, build_args=build_args)
@@ -61,6 +109,7 @@ def main() -> None:
         "pipeline_images_per_s": round(rate, 1),
         "synthetic_build_s": round(build_s, 1),
         "synthetic_build_images": num_train + build_args.get("num_test", 0),
+        **real_shaped_rates(args.quick, args.workers),
         "headroom": None,
         "train_images_per_s": None,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",

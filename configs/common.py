@@ -48,6 +48,10 @@ EIGEN_CROP_NYU = (45, 471, 41, 601)  # (top, bottom, left, right)
 # rows 45:472, cols 43:608 of the 480x640 frame before training (the white border of the
 # projected Kinect depth).
 NYU_TRAIN_VALID_BOX = (45, 472, 43, 608)
+# NYU official test images as BTS extracts them from nyu_depth_v2_labeled.mat
+# (utils/extract_official_train_test_set_from_mat.py): the RGB is kept inside rows 7:474,
+# cols 7:632 of the 480x640 frame and set to black outside it (the registration border).
+NYU_TEST_RGB_BOX = (7, 474, 7, 632)  # (top, bottom, left, right)
 
 # KITTI Garg crop (Garg et al., ECCV 2016) as fractions of the ground-truth size; pixel box is
 # int(fraction * size). NeWCRFs eval.py `--garg_crop`.
@@ -85,6 +89,7 @@ POLY_POWER = 0.9
 POLY_END_FACTOR = 0.1
 NEWCRFS_LR = 2e-5
 PIXELFORMER_LR = 4e-5
+PIXELFORMER_EPOCHS = 20  # PixelFormer's training length (NeWCRFs: 50)
 
 # --------------------------------------------------------------------------------------------
 # Dataset sizes, to warn when a user's copy differs (shared/notes/peers.md section 2.5).

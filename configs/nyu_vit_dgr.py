@@ -4,10 +4,16 @@
     python train.py --config configs/nyu_vit_dgr.py --workdir runs/nyu_vit_dgr \
         --config.data_dir=D
 
-Recipe: Adam, poly-0.9 decay to 0.1 x lr, batch 8, rotate +-2.5 deg, h-flip, gamma /
-brightness / colour jitter (p=0.5 each), SILog (variance focus 0.85) on gt > 0.1 m plus OTDL on a
-60x80 grid; evaluation on the official 654 test images with the Eigen crop, 1e-3 < gt < 10 m,
-flip TTA (NeWCRFs post_process_depth). Meant for a GPU/TPU host.
+`:dense` trains on NeWCRFs/PixelFormer's 36,253-frame list (dataset `nyu_depth_v2_bts/dense`,
+build it with that name) instead of BTS's 24,231; `:smoke` is a tiny model for tests. The
+manual-dir layout and where to get the files: docs/datasets.md. Instead of building first,
+`--config.input.manual_dir=M` builds on first use.
+
+Recipe: Adam, poly-0.9 decay to 0.1 x lr, batch 8, ground truth zeroed outside NeWCRFs' valid
+training box, rotate +-2.5 deg, h-flip, gamma / brightness / colour jitter (p=0.5), SILog
+(variance focus 0.85) on gt > 0.1 m plus OTDL on a 60x80 grid; evaluation on the official 654
+test images with the Eigen crop, 1e-3 < gt < 10 m, flip TTA (NeWCRFs post_process_depth). Meant
+for a GPU/TPU host.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ from configs import base, common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.base_config()
-    c.input.dataset = "nyu_depth_v2_bts"
+    dataset = "nyu_depth_v2_bts/dense" if arg == "dense" else "nyu_depth_v2_bts"
+    c.input.dataset = dataset
     c.input.size = (common.NYU_HEIGHT, common.NYU_WIDTH)
+    # NeWCRFs' loader zeroes the GT outside the valid box before the geometric augmentation.
     c.input.pp_train = (
-        f"rotate({common.NYU_ROTATE_DEGREES})|flip|random_crop({common.NYU_HEIGHT},"
+        f"nyu_train_box|rotate({common.NYU_ROTATE_DEGREES})|flip|random_crop({common.NYU_HEIGHT},"
         f"{common.NYU_WIDTH})|photometric({common.NYU_BRIGHTNESS_RANGE[0]},"
         f"{common.NYU_BRIGHTNESS_RANGE[1]})|normalize"
     )
     c.input.workers = 8
     c.batch_size = 8
-    steps_per_epoch = common.NYU_TRAIN_COUNT_BTS // c.batch_size
+    train_count = common.NYU_TRAIN_COUNT_DENSE if arg == "dense" else common.NYU_TRAIN_COUNT_BTS
+    steps_per_epoch = train_count // c.batch_size
     c.total_steps = 25 * steps_per_epoch
     c.log_every = 100
     c.ckpt_every = 2000
@@ -41,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.min_depth = common.NYU_MIN_DEPTH_LOSS
     c.loss.otdl.grid_size = (common.NYU_HEIGHT // 8, common.NYU_WIDTH // 8)
     c.optim.lr = common.PIXELFORMER_LR
-    c.evals.test = base.depth_eval("nyu_depth_v2_bts", crop="eigen", max_depth=common.NYU_MAX_DEPTH)
+    c.evals.test = base.depth_eval(dataset, crop="eigen", max_depth=common.NYU_MAX_DEPTH)
     if arg == "smoke":
         c.total_steps = 4
         c.batch_size = 8

@@ -3,15 +3,18 @@
     python -m dgr_jax.data.build synthetic_depth/indoor --data_dir DIR \
         [--num_train N --num_test M --seed S --height H --width W]
     python -m dgr_jax.data.build nyu_depth_v2_bts --manual_dir M --data_dir D
-    python -m dgr_jax.data.build kitti_depth_eigen --manual_dir M --data_dir D
+    python -m dgr_jax.data.build kitti_depth_eigen --manual_dir M --data_dir D [--skip_missing]
 
-Prints the split sizes, the output directory and the time taken. Problems with the user's
-files end with a short message (no traceback) saying what is expected where.
+Prints the split sizes, the output directory and the time taken; count checks and skipped
+lines are logged to stderr. Problems with the user's files end with a short message (no
+traceback) saying what is expected where. The manual-dir layouts: docs/datasets.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 
@@ -31,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="synthetic: scene seed")
     p.add_argument("--height", type=int, default=0, help="synthetic: image height (0 = default)")
     p.add_argument("--width", type=int, default=0, help="synthetic: image width (0 = default)")
+    p.add_argument(
+        "--skip_missing",
+        action="store_true",
+        help="real datasets: leave out list lines whose files are missing (counted in the log) "
+        "instead of failing",
+    )
     args = p.parse_args(argv)
     build_args = {
         "num_train": args.num_train,
@@ -38,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "height": args.height,
         "width": args.width,
+        "skip_missing": args.skip_missing,
     }
     start = time.perf_counter()
     try:
-        builder = datasets.ensure_built(
-            args.dataset, args.data_dir, manual_dir=args.manual_dir, build_args=build_args
-        )
+        with _logs_to_stderr():
+            builder = datasets.ensure_built(
+                args.dataset, args.data_dir, manual_dir=args.manual_dir, build_args=build_args
+            )
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -51,6 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
     print(f"{args.dataset}: {sizes}; at {builder.data_path} ({took:.1f} s)")
     return 0
+
+
+@contextlib.contextmanager
+def _logs_to_stderr():
+    """Show the builders' count checks and skipped lines (logger "dgr_jax.data") on stderr."""
+    logger = logging.getLogger("dgr_jax.data")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # ours only, not also the root handler tfds/absl may have added
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 `open_split(...)` returns a random-access data source (`len(src)`, `src[i]` -> dict of numpy
 arrays following the element contract in dgr_jax/data/builders/base.py), building the dataset
-first when it can build itself (synthetic) or when a manual dir with the user's files is given.
+first when it can build itself (synthetic) or when a manual dir with the user's files is given
+(nyu_depth_v2_bts, kitti_depth_eigen; without one, the error says what to place where).
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def ensure_built(
     """Build `dataset` into `data_dir` unless it is there already; return the builder."""
     builder = get_builder(dataset, data_dir, manual_dir=manual_dir, build_args=build_args)
     if not is_prepared(builder):
+        # Builders made from the user's files check the manual dir first, so a missing one
+        # gives instructions (what goes where, the command, where to get the data).
+        check_manual_dir = getattr(builder, "check_manual_dir", None)
+        if check_manual_dir is not None:
+            check_manual_dir(manual_dir, os.path.expanduser(data_dir))
         download_config = tfds.download.DownloadConfig(
             manual_dir=os.path.expanduser(manual_dir) if manual_dir else None
         )

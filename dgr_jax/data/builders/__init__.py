@@ -1,3 +1,7 @@
 """TFDS builders; importing this package registers them in `dgr_jax.registry.DATASETS`."""
 
-from dgr_jax.data.builders import synthetic_depth  # noqa: F401
+from dgr_jax.data.builders import (  # noqa: F401
+    kitti_depth_eigen,
+    nyu_depth_v2_bts,
+    synthetic_depth,
+)
