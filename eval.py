@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -25,6 +25,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> int:
     del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
+        logging.set_verbosity(logging.WARNING)
     from dgr_jax.data.builders.base import DatasetError
     from dgr_jax.evaluate import evaluate_checkpoint, nest
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,6 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> int:
     del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
+        logging.set_verbosity(logging.WARNING)
     from dgr_jax import multihost
 
     multihost.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value)

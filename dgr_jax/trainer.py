@@ -233,14 +233,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state, metrics = train_step(state, batch)
             step += 1
             pending.append(metrics)
+            if step == start_step + 1:  # keep compilation out of the images/s and ETA
+                jax.block_until_ready(metrics["loss"])
+                t_log, step_log = time.perf_counter(), step
             last = step == config.total_steps
             if step % config.log_every == 0 or last:
                 host = _fetch(pending)
                 pending = []
                 check_finite()
                 now = time.perf_counter()
-                rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
-                eta = (config.total_steps - step) * (now - t_log) / max(step - step_log, 1)
+                done = max(step - step_log, 1)
+                rate = done * config.batch_size / max(now - t_log, 1e-9)
+                eta = (config.total_steps - step) * (now - t_log) / done
                 t_log, step_log = now, step
                 scalars = {k: float(v) for k, v in host[-1].items()}
                 scalars["loss_avg"] = float(np.mean([h["loss"] for h in host]))
@@ -262,6 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if stop_requested.is_set():
                 _log(f"SIGTERM: saved step {step}; rerun the same command to resume")
                 return {}
+            if evaluated is not None:  # keep evaluation time out of the training rate
+                t_log, step_log = time.perf_counter(), step
 
         # ---- Final evaluation: metrics, reports, pictures -----------------------------------
         final_metrics = {}

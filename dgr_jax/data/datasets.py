@@ -8,7 +8,9 @@ first when it can build itself (synthetic) or when a manual dir with the user's 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +19,20 @@ import tensorflow_datasets as tfds
 from dgr_jax.data import builders  # noqa: F401  (registers the builders)
 from dgr_jax.data.builders.base import DatasetError
 from dgr_jax.registry import DATASETS
+
+
+class _QuietTfds(logging.Filter):
+    """Drop TFDS notices that are noise for our builders (they hide training progress)."""
+
+    NOISE = ("Using custom data configuration", "OpenCV is not installed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+logging.getLogger("absl").addFilter(_QuietTfds())
+if not sys.stdout.isatty():  # progress bars in a log file are only escape codes
+    tfds.disable_progress_bar()
 
 
 def parse_name(dataset: str) -> tuple[str, str | None]:
