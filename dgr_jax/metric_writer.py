@@ -30,6 +30,8 @@ def truncate_jsonl(path: str, last_step: int) -> None:
 
 
 def format_duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "-"
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)

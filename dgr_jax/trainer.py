@@ -242,13 +242,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 pending = []
                 check_finite()
                 now = time.perf_counter()
-                done = max(step - step_log, 1)
-                rate = done * config.batch_size / max(now - t_log, 1e-9)
-                eta = (config.total_steps - step) * (now - t_log) / done
+                done = step - step_log  # 0 right after the first (compiling) step
+                rate = done * config.batch_size / (now - t_log) if done else float("nan")
+                eta = (config.total_steps - step) * (now - t_log) / done if done else float("nan")
                 t_log, step_log = now, step
                 scalars = {k: float(v) for k, v in host[-1].items()}
                 scalars["loss_avg"] = float(np.mean([h["loss"] for h in host]))
-                scalars["images_per_s"] = rate
+                if done:
+                    scalars["images_per_s"] = rate
                 writer.write_scalars(step, scalars)
                 _log(
                     f"step {step}/{config.total_steps} | loss {scalars['loss']:.4f} | "
