@@ -45,6 +45,11 @@ def _images(shape, seed=0):
     return torch.from_numpy(x), jnp.asarray(x.transpose(0, 2, 3, 1))
 
 
+@nnx.jit
+def _forward(model, x):
+    return model(x)
+
+
 def _tiny_dpt(**kw):
     cfg = {
         "hidden_size": 32,
@@ -63,17 +68,19 @@ def _tiny_dpt(**kw):
     return model
 
 
+# Every readout, with and without batch norm, at the native 32x32 and at 64x64, where the 2x2
+# grid of position embeddings is resized to 4x4.
 @pytest.mark.parametrize(
-    ("readout", "use_bn", "extra"),
+    ("readout", "use_bn", "extra", "size"),
     [
-        ("ignore", True, {}),
-        ("add", False, {}),
-        ("project", False, {}),
-        ("project", True, {"backbone_out_indices": [3, 1, 2, 0]}),
-        ("add", True, {"use_bias_in_fusion_residual": True, "layer_norm_eps": 1e-6}),
+        ("ignore", True, {}, 32),
+        ("ignore", False, {}, 64),
+        ("add", False, {}, 64),
+        ("project", False, {}, 32),
+        ("project", True, {"backbone_out_indices": [3, 1, 2, 0]}, 64),
+        ("add", True, {"use_bias_in_fusion_residual": True, "layer_norm_eps": 1e-6}, 32),
     ],
 )
-@pytest.mark.parametrize("size", [32, 64])  # 64: position embeddings resized from 2x2 to 4x4
 def test_dpt_depth_matches_torch(readout, use_bn, extra, size):
     hf = _tiny_dpt(readout_type=readout, use_batch_norm_in_fusion_residual=use_bn, **extra)
     ours = from_hf(hf)
@@ -81,7 +88,7 @@ def test_dpt_depth_matches_torch(readout, use_bn, extra, size):
     x_torch, x = _images((2, 3, size, size))
     with torch.no_grad():
         ref = hf(x_torch)[0].numpy()
-    depth, _ = ours(x)
+    depth, _ = _forward(ours, x)
     assert depth.shape == (2, size, size, 1)
     assert 0.0 < (ref > 0).mean() < 1.0 or ref.max() > 0
     err = max_rel_err(depth[..., 0], ref)
@@ -95,7 +102,7 @@ def test_dpt_with_head_projection_matches_torch():
     x_torch, x = _images((1, 3, 32, 32), seed=1)
     with torch.no_grad():
         ref = hf(x_torch)[0].numpy()
-    err = max_rel_err(from_hf(hf)(x)[0][..., 0], ref)
+    err = max_rel_err(_forward(from_hf(hf), x)[0][..., 0], ref)
     print(f"DPT add_projection: rel err {err:.2e}")
     assert err < _TOL
 
@@ -121,7 +128,7 @@ def test_vit_hidden_states_match_torch(size):
     x_torch, x = _images((2, 3, *size), seed=2)
     with torch.no_grad():
         ref = hf(x_torch, output_hidden_states=True, interpolate_pos_encoding=True)
-    out = ours(x)
+    out = _forward(ours, x)
     assert len(out.hidden_states) == len(ref.hidden_states)
     errs = [max_rel_err(a, b.numpy()) for a, b in zip(out.hidden_states, ref.hidden_states)]
     errs.append(max_rel_err(out.last_hidden_state, ref.last_hidden_state.numpy()))
@@ -151,7 +158,7 @@ def test_resnet_stages_match_torch(layer_type, hidden_sizes, extra):
     x_torch, x = _images((2, 3, 64, 96), seed=4)
     with torch.no_grad():
         ref = hf(x_torch, output_hidden_states=True).hidden_states
-    feats = ours(x)
+    feats = _forward(ours, x)
     errs = [
         max_rel_err(feats[f"stage{i}"], ref[i].numpy().transpose(0, 2, 3, 1)) for i in range(1, 5)
     ]

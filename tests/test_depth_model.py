@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
-from model_helpers import rngs
+from model_helpers import materialize, rngs
 
 from configs import nyu_cnn, nyu_vit_dgr, synthetic_cnn, synthetic_vit_dgr
 from dgr_jax.models import build_model
@@ -66,7 +66,7 @@ def test_bfloat16_compute_returns_float32_depth():
 
 def test_forward_values_modes_and_single_compilation():
     config = synthetic_cnn.get_config("smoke")  # ResNet: BatchNorm makes train/eval differ
-    model = build_model(config.model, rngs=rngs(0))
+    model = materialize(lambda: build_model(config.model, rngs=rngs(0)))
     graphdef, state = nnx.split(model)
     traces = []
 

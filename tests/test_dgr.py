@@ -28,10 +28,9 @@ def test_dgr_is_identity_at_init():
     np.testing.assert_array_equal(DGR(16, rngs=rngs(0))(x), x)
 
 
-@pytest.mark.parametrize("stencils", [("laplacian8",), tuple(STENCILS)])
-def test_dgr_identity_for_any_stencil_set(stencils):
+def test_dgr_identity_for_every_stencil_learnable():
     x = jax.random.normal(jax.random.key(1), (1, 5, 7, 8))
-    block = DGR(8, stencils=stencils, learnable_stencils=True, rngs=rngs(1))
+    block = DGR(8, stencils=tuple(STENCILS), learnable_stencils=True, rngs=rngs(1))
     np.testing.assert_array_equal(block(x), x)
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from model_helpers import abstract_call, rngs
+from model_helpers import abstract_call, materialize, rngs
 
 from dgr_jax.models.resnet import ResNet
 
@@ -30,7 +30,7 @@ def test_stage_depths_follow_he_et_al():
 
 
 def test_train_mode_updates_batch_stats_and_eval_does_not():
-    enc = ResNet(depth=18, width=4, rngs=rngs())
+    enc = materialize(lambda: ResNet(depth=18, width=4, rngs=rngs()))
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3)) + 1.0
     before = jax.tree.map(jnp.copy, nnx.state(enc, nnx.BatchStat))
     enc(x, train=False)

@@ -10,10 +10,11 @@
 torch/transformers are imported lazily inside `hf.py` functions only.
 """
 
-from dgr_jax.convert.checkpoint import load_converted, merge_state, save_converted
+from dgr_jax.convert.checkpoint import Converted, load_converted, merge_state, save_converted
 from dgr_jax.convert.hf import convert_hf, convert_hf_dir, from_hf
 
 __all__ = [
+    "Converted",
     "convert_hf",
     "convert_hf_dir",
     "from_hf",

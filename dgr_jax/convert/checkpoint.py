@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -42,6 +43,16 @@ from dgr_jax.models import build_encoder, build_model
 FORMAT = "dgr_jax.converted.v1"
 
 
+@dataclass
+class Converted:
+    """What every converter returns: the module and what is needed to rebuild it."""
+
+    module: nnx.Module
+    model_cfg: dict[str, Any]  # `config.model`; only {"encoder": ...} for encoder conversions
+    prefix: tuple[str, ...]  # where `module` sits inside a DepthModel (() = the DepthModel)
+    source: dict[str, Any] = field(default_factory=dict)  # provenance, written to model.json
+
+
 def _to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_json(v) for k, v in value.items()}
@@ -50,8 +61,8 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def save_converted(out_dir: str | pathlib.Path, converted: Any) -> pathlib.Path:
-    """Write `converted` (a `dgr_jax.convert.hf.Converted`) in the layout above."""
+def save_converted(out_dir: str | pathlib.Path, converted: Converted) -> pathlib.Path:
+    """Write `converted` in the layout above; returns the absolute output directory."""
     out = pathlib.Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     meta = {

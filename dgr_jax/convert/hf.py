@@ -22,27 +22,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dgr_jax.convert.checkpoint import Converted
 from dgr_jax.models import build_encoder, build_model, layers
 from dgr_jax.models.vit import VARIANTS
 
 _IGNORE = "__ignore__"
-
-
-@dataclass
-class Converted:
-    """A converted module plus what is needed to rebuild it from a config."""
-
-    module: nnx.Module
-    model_cfg: dict[str, Any]  # `config.model`; only {"encoder": ...} for encoder conversions
-    prefix: tuple[str, ...]  # where `module` sits inside a DepthModel ("" = the DepthModel)
-    source: dict[str, Any] = field(default_factory=dict)
 
 
 def from_hf(hf_model: Any) -> nnx.Module:
