@@ -241,3 +241,46 @@ def test_conversion_reports_unmapped_and_missing_tensors():
         load_weights(module, state, _RESNET_RULES)
     assert "stages.9" in str(err.value)
     assert "embedder.convolution.kernel: not assigned" in str(err.value)
+
+
+def _tiny_depth_anything(**kw):
+    backbone = transformers.Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=28,
+        patch_size=14,
+        out_indices=[1, 2, 3, 4],
+        reshape_hidden_states=False,
+    )
+    cfg = transformers.DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        **kw,
+    )
+    model = _randomize(transformers.DepthAnythingForDepthEstimation(cfg), seed=8)
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(0.3)
+    return model
+
+
+# Native 28x28 and two other sizes (bicubic position embeddings, odd stage sizes).
+@pytest.mark.parametrize(
+    ("kind", "max_depth", "size"),
+    [("relative", 1, (28, 28)), ("relative", 2, (42, 56)), ("metric", 20, (70, 42))],
+)
+def test_depth_anything_matches_torch(kind, max_depth, size):
+    hf = _tiny_depth_anything(depth_estimation_type=kind, max_depth=max_depth)
+    ours = from_hf(hf)
+    x_torch, x = _images((2, 3, *size), seed=9)
+    with torch.no_grad():
+        ref = hf(x_torch).predicted_depth.numpy()
+    depth, _ = _forward(ours, x)
+    assert depth.shape == (2, *size, 1)
+    err = max_rel_err(depth[..., 0], ref)
+    print(f"Depth Anything {kind} max_depth={max_depth} {size}: rel err {err:.2e}")
+    assert err < _TOL

@@ -44,6 +44,18 @@ def test_decoder_handles_sides_not_multiple_of_32():
     assert out.shape == (1, 16, 24, 16)
 
 
+def test_to_next_upsampling_follows_the_stage_sizes():
+    # Depth Anything style: a 5x3 patch grid gives stages 20x12, 10x6, 5x3 and 3x2.
+    feats = {
+        "stage1": jnp.zeros((1, 20, 12, 8)),
+        "stage2": jnp.zeros((1, 10, 6, 16)),
+        "stage3": jnp.zeros((1, 5, 3, 32)),
+        "stage4": jnp.zeros((1, 3, 2, 32)),
+    }
+    dec = lambda: DPTDecoder(_CHANNELS, features=16, upsample="to_next", rngs=rngs())  # noqa: E731
+    assert abstract_call(dec, feats).shape == (1, 40, 24, 16)
+
+
 def test_dgr_in_the_decoder_starts_as_identity():
     dgr = {**_DGR, "positions": ("reassemble", "fusion")}
     with_dgr = DPTDecoder(_CHANNELS, features=16, dgr=dgr, rngs=rngs(0))

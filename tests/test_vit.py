@@ -52,6 +52,16 @@ def test_hidden_states_and_position_embedding_resize():
     np.testing.assert_array_equal(pos, emb.position_embeddings[...])
 
 
+def test_dinov2_options_patch14_layer_scale_and_normed_features():
+    make = lambda: _encoder(  # noqa: E731
+        patch_size=14, image_size=(28, 28), layer_scale=1.0, norm_features=True, readout="ignore"
+    )
+    enc = nnx.eval_shape(make)
+    assert enc.vit.layers[0].layer_scale1.shape == (VARIANTS["tiny_test"].width,)
+    feats = abstract_call(make, jnp.zeros((1, 56, 42, 3)))  # 4x3 patches: stride 3.5 .. 28
+    assert [feats[s].shape[1:3] for s in _STRIDES] == [(16, 12), (8, 6), (4, 3), (2, 2)]
+
+
 def test_input_not_divisible_by_patch_is_rejected():
     with pytest.raises(ValueError, match="patch"):
         abstract_call(_encoder, jnp.zeros((1, 40, 48, 3)))

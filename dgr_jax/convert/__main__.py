@@ -4,8 +4,8 @@
     python train.py --config configs/X.py --config.init_from=OUT ...
 
 --hf-dir: a local HF directory (config.json + model.safetensors or pytorch_model.bin) of a
-DPTForDepthEstimation, ViTModel / ViTForImageClassification or ResNetModel /
-ResNetForImageClassification. The output layout is documented in
+DPTForDepthEstimation, DepthAnythingForDepthEstimation (V1/V2), ViTModel /
+ViTForImageClassification or ResNetModel / ResNetForImageClassification. The output layout is documented in
 `dgr_jax/convert/checkpoint.py`. Exactly one source flag is given; each maps to a function
 returning a `Converted` in `SOURCES` (future sources, e.g. --newcrfs-ckpt, add one entry).
 """

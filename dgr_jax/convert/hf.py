@@ -4,9 +4,13 @@ Ours. Supported classes (instantiated models, any config of the supported kind):
     DPTForDepthEstimation      -> DepthModel (ViT encoder with HF's readout / neck sizes /
                                   reassemble factors / out indices, DPT decoder with or without
                                   batch norm in the fusion residual, "relu" head, no DGR)
+    DepthAnythingForDepthEstimation (Depth Anything V1/V2, DINOv2 backbone without SwiGLU
+                                  or registers) -> DepthModel (ViT encoder with patch 14,
+                                  LayerScale and normed features, "to_next" decoder upsampling,
+                                  "relu" (relative) or "sigmoid" (metric) head)
     ViTModel (ViTForImageClassification.vit)       -> dgr_jax.models.vit.ViT
     ResNetModel (ResNetForImageClassification.resnet) -> dgr_jax.models.resnet.ResNet
-Not yet: hybrid DPT and DPT with a `backbone_config` (BEiT, Swinv2, DINOv2 / Depth Anything).
+Not yet: hybrid DPT and DPT with a `backbone_config` (BEiT, Swinv2).
 
 Inputs of the converted modules are NHWC float32 with the values HF gets as NCHW
 `pixel_values`. Weights are mapped by renaming HF state-dict keys (ordered regex rules) to
@@ -171,14 +175,14 @@ def _pair(size: Any) -> tuple[int, int]:
     return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
 
 
-def _vit_dims(config: Any) -> dict[str, Any]:
+def _vit_dims(config: Any, mlp_dim: int | None = None) -> dict[str, Any]:
     if config.hidden_act != "gelu":
         raise ValueError(f"only exact GELU ViTs are supported, got {config.hidden_act!r}")
     return {
         "width": config.hidden_size,
         "depth": config.num_hidden_layers,
         "num_heads": config.num_attention_heads,
-        "mlp_dim": config.intermediate_size,
+        "mlp_dim": mlp_dim or config.intermediate_size,
         "patch_size": int(config.patch_size),
         "image_size": _pair(config.image_size),
         "layer_norm_eps": float(config.layer_norm_eps),
@@ -245,6 +249,61 @@ def _convert_dpt(hf_model: Any) -> Converted:
     return Converted(module, model_cfg, prefix=())
 
 
+_DEPTH_ANYTHING_RULES = [
+    (r"^backbone\.embeddings\.patch_embeddings\.", "encoder.vit.embeddings."),
+    (r"^backbone\.", "encoder.vit."),
+    *_VIT_BLOCK_RULES,
+    (r"\.norm1\.", ".layernorm_before."),
+    (r"\.norm2\.", ".layernorm_after."),
+    (r"\.layer_scale(\d)\.lambda1$", r".layer_scale\1"),
+    (r"\.q_proj\.", ".query."),
+    (r"\.k_proj\.", ".key."),
+    (r"\.v_proj\.", ".value."),
+    (r"\.o_proj\.", ".out."),
+    (r"^neck\.reassemble_stage\.", "encoder.reassemble_stage."),
+    (r"^neck\.convs\.", "decoder.convs."),
+    (r"^neck\.fusion_stage\.layers\.", "decoder.fusion_layers."),
+]
+
+
+def _convert_depth_anything(hf_model: Any) -> Converted:
+    config = hf_model.config
+    backbone = config.backbone_config
+    if backbone is None or backbone.model_type != "dinov2":
+        raise NotImplementedError("only Depth Anything with a DINOv2 backbone is supported")
+    if backbone.use_swiglu_ffn or backbone.reshape_hidden_states:
+        raise NotImplementedError("DINOv2 SwiGLU FFNs / reshaped hidden states not supported")
+    if config.reassemble_hidden_size != backbone.hidden_size or config.head_in_index not in (-1, 3):
+        raise NotImplementedError("unsupported Depth Anything neck/head configuration")
+    encoder = {
+        "name": "vit",
+        "variant": None,
+        **_vit_dims(backbone, mlp_dim=int(backbone.hidden_size * backbone.mlp_ratio)),
+        "readout": "ignore",
+        # Backbone stage i is the output of block i (stage 0 = embeddings).
+        "out_indices": tuple(sorted(int(i) - 1 for i in backbone.out_indices)),
+        "neck_hidden_sizes": tuple(config.neck_hidden_sizes),
+        "reassemble_factors": tuple(config.reassemble_factors),
+        "layer_scale": float(backbone.layerscale_value),
+        "norm_features": bool(backbone.apply_layernorm),
+        "pos_embed_interp": "bicubic",
+    }
+    if config.depth_estimation_type == "metric":
+        head = {"name": "sigmoid", "max_depth": float(config.max_depth)}
+    else:
+        head = {"name": "relu", "scale": float(config.max_depth)}
+    model_cfg = {
+        "encoder": encoder,
+        "decoder": {"name": "dpt", "features": config.fusion_hidden_size, "upsample": "to_next"},
+        "dgr": {"enabled": False},
+        "head": {**head, "hidden": config.head_hidden_size, "upsample": "to_output"},
+    }
+    module = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)))
+    state = _state_dict(hf_model)
+    load_weights(module, state, _DEPTH_ANYTHING_RULES, ignore=(r"\.mask_token$",))
+    return Converted(module, model_cfg, prefix=())
+
+
 _VIT_RULES = [
     (r"^embeddings\.patch_embeddings\.", "embeddings."),
     (r"\.q_proj\.", ".query."),
@@ -307,6 +366,7 @@ def _convert_resnet_model(hf_model: Any) -> Converted:
 
 _CONVERTERS: dict[str, Callable[[Any], Converted]] = {
     "DPTForDepthEstimation": _convert_dpt,
+    "DepthAnythingForDepthEstimation": _convert_depth_anything,
     "ViTModel": _convert_vit_model,
     "ViTForImageClassification": lambda m: _convert_vit_model(m.vit),
     "ResNetModel": _convert_resnet_model,
@@ -314,4 +374,9 @@ _CONVERTERS: dict[str, Callable[[Any], Converted]] = {
 }
 
 # model_type -> class, for a config.json that names no architectures.
-_DEFAULT_CLASS = {"dpt": "DPTForDepthEstimation", "vit": "ViTModel", "resnet": "ResNetModel"}
+_DEFAULT_CLASS = {
+    "dpt": "DPTForDepthEstimation",
+    "depth_anything": "DepthAnythingForDepthEstimation",
+    "vit": "ViTModel",
+    "resnet": "ResNetModel",
+}

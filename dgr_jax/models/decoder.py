@@ -8,10 +8,12 @@ from the coarsest stage up, each with pre-activation residual conv units (option
 norm), a x2 bilinear upsample (align_corners=True) and a 1x1 projection. DGR sits at the
 positions named in `dgr["positions"]`: "reassemble" right after the 3x3 projection (before
 fusion), "fusion" after each fusion block.
-One deviation from HF: when a fused map and the next (finer) stage differ in size (inputs whose
-sides are not multiples of 32), HF resizes the stage to the fused map, which makes the output
-larger than the input; here the fused map is resized to the stage, so the depth map always
-has the input size. For multiples of 32 both are identical.
+Upsampling ("upsample" config keys): "x2" (DPT) doubles the fused map (bilinear,
+align_corners=True); where it then differs from the next (finer) stage (sides not multiples of
+32), the fused map is resized to the stage. HF DPT instead resizes the stage to the fused map,
+which makes the output larger than the input; for multiples of 32 both are identical.
+"to_next" (Depth Anything) resizes the fused map straight to the next stage's size
+(align_corners=True), and its head resizes straight to the output size.
 
 Heads: DPT's (3x3 conv to features/2, x2 bilinear upsample, 3x3 conv to `hidden`, ReLU, 1x1
 conv to 1) followed by sigmoid * max_depth ("sigmoid", metric depth as NeWCRFs/PixelFormer,
@@ -71,15 +73,21 @@ class FeatureFusionLayer(nnx.Module):
         self.projection = layers.conv(features, features, 1, dtype=dtype, rngs=rngs)
 
     def __call__(
-        self, x: jax.Array, stage: jax.Array | None = None, *, train: bool = False
+        self,
+        x: jax.Array,
+        stage: jax.Array | None = None,
+        *,
+        size: Sequence[int] | None = None,
+        train: bool = False,
     ) -> jax.Array:
+        """Fuse; `size` is the output size ("to_next" upsampling), None doubles the input."""
         if stage is not None:
             if x.shape[1:3] != stage.shape[1:3]:  # only for sides not multiple of 32
                 x = layers.resize(x, stage.shape[1:3])
             x = x + self.residual_layer1(stage, train=train)
         x = self.residual_layer2(x, train=train)
         _, h, w, _ = x.shape
-        x = layers.resize(x, (2 * h, 2 * w), align_corners=True)
+        x = layers.resize(x, size or (2 * h, 2 * w), align_corners=True)
         return self.projection(x)
 
 
@@ -99,6 +107,7 @@ class DPTDecoder(nnx.Module):
         use_bias: conv bias in the residual units; None -> not use_bn (HF's rule).
         dgr: None, or DGR settings {"positions": subset of ("reassemble", "fusion"),
             "stencils", "se_reduction", "learnable_stencils"} (config `model.dgr`).
+        upsample: "x2" (DPT) or "to_next" (Depth Anything), see the module docstring.
     """
 
     def __init__(
@@ -109,9 +118,13 @@ class DPTDecoder(nnx.Module):
         use_bn: bool = False,
         use_bias: bool | None = None,
         dgr: Mapping[str, Any] | None = None,
+        upsample: str = "x2",
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
+        if upsample not in ("x2", "to_next"):
+            raise ValueError(f"decoder upsample must be x2 or to_next, got {upsample!r}")
+        self.upsample = upsample
         self.out_features = features
         use_bias = (not use_bn) if use_bias is None else use_bias
         self.convs = nnx.List(
@@ -141,9 +154,16 @@ class DPTDecoder(nnx.Module):
         maps = [conv(feats[s]) for conv, s in zip(self.convs, STAGES)]
         if self.dgr_reassemble is not None:
             maps = [block(m) for block, m in zip(self.dgr_reassemble, maps)]
+        maps = maps[::-1]  # coarsest first
         x = None
-        for i, (layer, stage) in enumerate(zip(self.fusion_layers, maps[::-1])):
-            x = layer(stage, train=train) if x is None else layer(x, stage, train=train)
+        for i, (layer, stage) in enumerate(zip(self.fusion_layers, maps)):
+            size = None
+            if self.upsample == "to_next" and i + 1 < len(maps):
+                size = maps[i + 1].shape[1:3]
+            if x is None:
+                x = layer(stage, size=size, train=train)
+            else:
+                x = layer(x, stage, size=size, train=train)
             if self.dgr_fusion is not None:
                 x = self.dgr_fusion[i](x)
         return x
@@ -157,6 +177,8 @@ class DepthHead(nnx.Module):
         max_depth: upper bound of the depth in metres (used by bounded heads).
         hidden: channels of the last 3x3 conv (32 in DPT).
         projection: a 3x3 conv + ReLU before the head (HF `add_projection`).
+        upsample: "x2" (DPT: double, then resize if the size still differs) or "to_output"
+            (Depth Anything: resize straight to the output size); both align_corners=True.
     """
 
     def __init__(
@@ -166,9 +188,13 @@ class DepthHead(nnx.Module):
         max_depth: float = 10.0,
         hidden: int = 32,
         projection: bool = False,
+        upsample: str = "x2",
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
+        if upsample not in ("x2", "to_output"):
+            raise ValueError(f"head upsample must be x2 or to_output, got {upsample!r}")
+        self.upsample = upsample
         self.max_depth = float(max_depth)
         self.projection = (
             layers.conv(features, features, 3, dtype=dtype, rngs=rngs) if projection else None
@@ -185,9 +211,12 @@ class DepthHead(nnx.Module):
             x = jax.nn.relu(self.projection(x))
         x = self.conv1(x)
         _, h, w, _ = x.shape
-        x = layers.resize(x, (2 * h, 2 * w), align_corners=True)
-        if x.shape[1:3] != tuple(out_size):  # only for sides not multiple of 32
-            x = layers.resize(x, out_size)
+        if self.upsample == "to_output":
+            x = layers.resize(x, out_size, align_corners=True)
+        else:
+            x = layers.resize(x, (2 * h, 2 * w), align_corners=True)
+            if x.shape[1:3] != tuple(out_size):  # only for sides not multiple of 32
+                x = layers.resize(x, out_size)
         x = self.conv3(jax.nn.relu(self.conv2(x)))
         return self.activate(x.astype(jnp.float32))
 
@@ -202,7 +231,12 @@ class SigmoidDepthHead(DepthHead):
 
 @HEADS.register("relu")
 class ReLUDepthHead(DepthHead):
-    """DPT's ReLU output (unbounded; `max_depth` unused), for converted checkpoints."""
+    """DPT's ReLU output times `scale` (Depth Anything's relative max_depth), unbounded;
+    `max_depth` is unused. For converted checkpoints."""
+
+    def __init__(self, features: int, *, scale: float = 1.0, **kwargs: Any):
+        super().__init__(features, **kwargs)
+        self.scale = float(scale)
 
     def activate(self, x: jax.Array) -> jax.Array:
-        return jax.nn.relu(x)
+        return jax.nn.relu(x) * self.scale

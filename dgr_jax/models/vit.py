@@ -156,6 +156,7 @@ class ViTLayer(nnx.Module):
         *,
         layer_norm_eps: float,
         qkv_bias: bool,
+        layer_scale: float | None = None,
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
@@ -166,10 +167,17 @@ class ViTLayer(nnx.Module):
         )
         self.layernorm_after = nnx.LayerNorm(width, **ln)
         self.mlp = ViTMLP(width, mlp_dim, dtype=dtype, rngs=rngs)
+        # LayerScale (CaiT; used by DINOv2): per-channel gains on both residual branches.
+        scale = None if layer_scale is None else jnp.full((width,), layer_scale, jnp.float32)
+        self.layer_scale1 = None if scale is None else nnx.Param(scale)
+        self.layer_scale2 = None if scale is None else nnx.Param(scale)
+
+    def _scale(self, x: jax.Array, gain: nnx.Param | None) -> jax.Array:
+        return x if gain is None else x * gain[...].astype(x.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attention(self.layernorm_before(x))
-        return x + self.mlp(self.layernorm_after(x))
+        x = x + self._scale(self.attention(self.layernorm_before(x)), self.layer_scale1)
+        return x + self._scale(self.mlp(self.layernorm_after(x)), self.layer_scale2)
 
 
 def _call_layer(layer: ViTLayer, x: jax.Array) -> jax.Array:
@@ -190,6 +198,7 @@ class ViT(nnx.Module):
         image_size: Sequence[int] = (224, 224),
         layer_norm_eps: float = 1e-6,
         qkv_bias: bool = True,
+        layer_scale: float | None = None,
         pos_embed_interp: str = "bilinear",
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
@@ -212,6 +221,7 @@ class ViT(nnx.Module):
                     mlp_dim,
                     layer_norm_eps=layer_norm_eps,
                     qkv_bias=qkv_bias,
+                    layer_scale=layer_scale,
                     dtype=dtype,
                     rngs=rngs,
                 )
@@ -310,8 +320,12 @@ class ViTEncoder(nnx.Module):
         image_size: (H, W) whose patch grid the position embeddings are stored for.
         reassemble_factors: resampling of the 4 token maps (x4, x2, x1, x0.5 for patch 16).
         layer_norm_eps: 1e-6 (timm/big_vision) for models trained here; HF DPT uses 1e-12.
-        pos_embed_interp: "bilinear" (HF DPT) or "bicubic" (HF ViTModel).
+        pos_embed_interp: "bilinear" (HF DPT) or "bicubic" (HF ViTModel, DINOv2).
+        layer_scale: initial LayerScale gain (DINOv2: 1.0), None for plain ViT blocks.
+        norm_features: apply the final LayerNorm to the tapped tokens (DINOv2 backbones).
         Other size arguments override the variant's.
+
+    With patch 14 (DINOv2 / Depth Anything) the stage strides are 3.5, 7, 14 and 28.
     """
 
     def __init__(
@@ -330,6 +344,8 @@ class ViTEncoder(nnx.Module):
         reassemble_factors: Sequence[float] = (4, 2, 1, 0.5),
         layer_norm_eps: float = 1e-6,
         qkv_bias: bool = True,
+        layer_scale: float | None = None,
+        norm_features: bool = False,
         pos_embed_interp: str = "bilinear",
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
@@ -353,6 +369,7 @@ class ViTEncoder(nnx.Module):
         if len(neck) != 4 or len(self.out_indices) != 4 or max(self.out_indices) >= depth:
             raise ValueError(f"need 4 neck sizes and 4 out indices < {depth}")
         self.patch_size = patch_size
+        self.norm_features = norm_features
         self.vit = ViT(
             width=width,
             depth=depth,
@@ -362,6 +379,7 @@ class ViTEncoder(nnx.Module):
             image_size=image_size,
             layer_norm_eps=layer_norm_eps,
             qkv_bias=qkv_bias,
+            layer_scale=layer_scale,
             pos_embed_interp=pos_embed_interp,
             dtype=dtype,
             remat=remat,
@@ -378,4 +396,6 @@ class ViTEncoder(nnx.Module):
         out = self.vit(images, train=train)
         # hidden_states[0] is the embedding output, so block i's output is at index i + 1.
         tokens = [out.hidden_states[i + 1] for i in self.out_indices]
+        if self.norm_features:
+            tokens = [self.vit.layernorm(t) for t in tokens]
         return dict(zip(STAGES, self.reassemble_stage(tokens, grid)))
