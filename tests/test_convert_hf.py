@@ -25,6 +25,11 @@ transformers = pytest.importorskip("transformers")
 _TOL = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)  # HF initialises weights from torch's global RNG
+
+
 def _randomize(model, seed=0):
     """Perturb every float tensor (HF zero-inits cls/pos embeddings, BN stats are 0/1)."""
     gen = torch.Generator().manual_seed(seed)

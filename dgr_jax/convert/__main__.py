@@ -5,9 +5,10 @@
 
 --hf-dir: a local HF directory (config.json + model.safetensors or pytorch_model.bin) of a
 DPTForDepthEstimation, DepthAnythingForDepthEstimation (V1/V2), ViTModel /
-ViTForImageClassification or ResNetModel / ResNetForImageClassification. The output layout is documented in
-`dgr_jax/convert/checkpoint.py`. Exactly one source flag is given; each maps to a function
-returning a `Converted` in `SOURCES` (future sources, e.g. --newcrfs-ckpt, add one entry).
+ViTForImageClassification or ResNetModel / ResNetForImageClassification. The output layout is
+documented in `dgr_jax/convert/checkpoint.py`. Exactly one source flag is given; each maps to a
+function returning a `Converted` in `SOURCES` (future sources, e.g. --newcrfs-ckpt, add one
+entry).
 """
 
 from __future__ import annotations
