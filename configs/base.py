@@ -49,7 +49,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.input.prefetch = 2
 
     c.model = ml_collections.ConfigDict()
-    c.model.encoder = ml_collections.ConfigDict({"name": "vit", "variant": "S", "patch_size": 16})
+    # Encoder kwargs (dgr_jax/models/vit.py, resnet.py). `image_size`: the grid the ViT's position
+    # embeddings are stored for (other input sizes resize them).
+    c.model.encoder = ml_collections.ConfigDict(
+        {
+            "name": "vit",
+            "variant": "S",
+            "patch_size": 16,
+            "readout": "project",
+            "image_size": (240, 320),
+        }
+    )
     c.model.decoder = ml_collections.ConfigDict({"name": "dpt", "features": 256, "use_bn": False})
     c.model.dgr = ml_collections.ConfigDict(
         {
@@ -60,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
             "learnable_stencils": False,
         }
     )
+    # "sigmoid": depth = sigmoid * max_depth (NeWCRFs/PixelFormer); "relu": DPT's (converted).
     c.model.head = ml_collections.ConfigDict({"name": "sigmoid", "max_depth": 10.0})
 
     c.loss = ml_collections.ConfigDict()

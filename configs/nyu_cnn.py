@@ -13,7 +13,7 @@ from configs import nyu_vit_dgr
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = nyu_vit_dgr.get_config(arg)
     with c.unlocked():
-        c.model.encoder = ml_collections.ConfigDict({"name": "resnet", "depth": 50})
+        c.model.encoder = ml_collections.ConfigDict({"name": "resnet", "depth": 50, "width": 64})
         c.model.dgr.enabled = False
         if arg == "smoke":
             c.model.encoder.update({"depth": 18, "width": 8})

@@ -43,7 +43,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ckpt_every = 2000
     c.eval_every = 2000
     c.model.encoder = ml_collections.ConfigDict(
-        {"name": "vit", "variant": "B", "patch_size": 16, "readout": "project"}
+        {
+            "name": "vit",
+            "variant": "B",
+            "patch_size": 16,
+            "readout": "project",
+            "image_size": (common.NYU_HEIGHT, common.NYU_WIDTH),
+        }
     )
     c.model.decoder.features = 256
     c.model.head.max_depth = common.NYU_MAX_DEPTH
@@ -56,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.batch_size = 8
         c.input.size = (64, 96)
         c.input.pp_train = "flip|random_crop(64,96)|normalize"
-        c.model.encoder.update({"variant": "tiny_test"})
+        c.model.encoder.update({"variant": "tiny_test", "image_size": c.input.size})
         c.model.decoder.features = 16
         c.loss.otdl.grid_size = (8, 12)
     c.lock()

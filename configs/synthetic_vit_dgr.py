@@ -18,7 +18,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.input.dataset = "synthetic_depth/indoor"
     c.input.size = (240, 320)
     c.model.encoder = ml_collections.ConfigDict(
-        {"name": "vit", "variant": "S", "patch_size": 16, "readout": "project"}
+        {
+            "name": "vit",
+            "variant": "S",
+            "patch_size": 16,
+            "readout": "project",
+            "image_size": c.input.size,
+        }
     )
     c.model.decoder.features = 128
     c.model.head.max_depth = common.NYU_MAX_DEPTH
@@ -34,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.input.build.update({"num_train": 32, "num_test": 8, "height": 32, "width": 48})
         c.input.size = (32, 48)
         c.input.pp_train = "flip|random_crop(32,48)|photometric(0.75,1.25)|normalize"
-        c.model.encoder.update({"variant": "tiny_test"})
+        c.model.encoder.update({"variant": "tiny_test", "image_size": c.input.size})
         c.model.decoder.features = 16
         c.loss.otdl.grid_size = (8, 12)
         c.evals.test.batch_size = 4
