@@ -111,15 +111,18 @@ def infer_newcrfs_config(sd: Mapping[str, Any], *, max_depth: float) -> dict[str
     n_pool = len({m[1] for key in sd if (m := re.match(r"decoder\.psp_modules\.(\d+)\.", key))})
     if n_pool != len(OFFICIAL_POOL_SCALES):
         raise ValueError(f"expected {len(OFFICIAL_POOL_SCALES)} PSP branches, found {n_pool}")
+    psp_channels = int(np.shape(sd["decoder.bottleneck.conv.weight"])[0])
     decoder = {
         "max_depth": float(max_depth),
         "crf_dims": tuple(crf_dims),
         "crf_heads": tuple(crf_heads),
         "crf_window": int(crf_window),
         "crf_depth": crf_depth,
-        "psp_channels": int(np.shape(sd["decoder.bottleneck.conv.weight"])[0]),
+        "psp_channels": psp_channels,
         "pool_scales": OFFICIAL_POOL_SCALES,
-        "ppm_norm_groups": OFFICIAL_PPM_NORM_GROUPS,
+        # GroupNorm(256) on 512 channels upstream: 2 channels per group; narrower heads
+        # (not released) keep 2 channels per group.
+        "ppm_norm_groups": OFFICIAL_PPM_NORM_GROUPS if psp_channels == 512 else psp_channels // 2,
         "up_mode": "mask" if "mask_head.0.weight" in sd else "bilinear",
     }
     return {"encoder": swin, "decoder": decoder}

@@ -163,14 +163,15 @@ class NeWCRFs(nnx.Module):
         remat: bool = False,
     ):
         self.encoder = Swin(**encoder, rngs=rngs, dtype=dtype, remat=remat)
-        self.dgr = None
+        dgr = None
         if dgr_factory is not None:
             unknown = set(dgr_stages) - set(STAGES)
             if unknown:
                 raise ValueError(f"unknown DGR stages {sorted(unknown)}; valid: {STAGES}")
-            self.dgr = nnx.Dict(
+            dgr = nnx.Dict(
                 {s: dgr_factory(self.encoder.out_channels[s], rngs=rngs) for s in dgr_stages}
             )
+        self.dgr = dgr
         self.decoder = NeWCRFsDecoder(
             self.encoder.out_channels, **decoder, rngs=rngs, dtype=dtype, remat=remat
         )
