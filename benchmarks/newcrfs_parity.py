@@ -113,6 +113,9 @@ def main(argv=None) -> None:
                 "size": [h, w],
                 "batch": args.batch,
                 "num_params_official": int(sum(p.numel() for p in official.parameters())),
+                "num_params_ours": int(
+                    sum(np.size(x) for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
+                ),
                 "max_abs_err_m": float(err.max()),
                 "mean_abs_err_m": float(err.mean()),
                 "max_rel_err": float((err / np.abs(ref)).max()),

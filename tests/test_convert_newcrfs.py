@@ -225,6 +225,33 @@ def test_allow_missing_keeps_current_values():
     np.testing.assert_array_equal(np.asarray(mlp.fc2.kernel[...]), np.ones((8, 4)))
 
 
+def test_swin_cli_writes_a_partial_checkpoint_for_init_from(tmp_path):
+    torch = pytest.importorskip("torch")
+    from dgr_jax.convert import swin_timm
+
+    sd = synthetic_state_dict(official_swin_keys("", classification=True), seed=2)
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}
+    torch.save({"model": state}, tmp_path / "s.pth")
+    out = str(tmp_path / "o")
+    swin_timm.main(["--swin-ckpt", str(tmp_path / "s.pth"), "--window", "7", "--out", out])
+    params, meta = conv.load_params(out)
+    assert meta["partial"] is True and meta["model"]["encoder"]["window_size"] == 7
+    table = params["encoder"]["layers"][2]["blocks"][0]["attn"]["relative_position_bias_table"]
+    assert table.shape == (13 * 13, HEADS[2])  # resized from window 5
+    np.testing.assert_array_equal(
+        params["encoder"]["layers"][0]["downsample"]["reduction"]["kernel"],
+        sd["layers.0.downsample.reduction.weight"].T,
+    )
+    # init_from semantics: a partial checkpoint fills what it has, the rest keeps its init.
+    mlp = Mlp(4, 8, rngs=nnx.Rngs(0))
+    fc1 = np.asarray(mlp.fc1.kernel[...])
+    fc2 = {"fc2": {"kernel": np.ones((8, 4)), "bias": np.zeros(4)}}
+    conv.save_params(str(tmp_path / "p"), fc2, {}, partial=True)
+    conv.load_into_model(mlp, str(tmp_path / "p"))
+    np.testing.assert_array_equal(np.asarray(mlp.fc1.kernel[...]), fc1)
+    np.testing.assert_array_equal(np.asarray(mlp.fc2.kernel[...]), np.ones((8, 4)))
+
+
 def test_cli_writes_orbax_checkpoint_that_rebuilds_the_model(tmp_path):
     torch = pytest.importorskip("torch")
     sd = synthetic_state_dict(official_newcrfs_keys(), seed=1)

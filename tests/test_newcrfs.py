@@ -341,3 +341,29 @@ def test_sharded_train_step_on_8_devices():
     assert max(jax.tree.leaves(moved)) > 0
     bn_mean = new_stats["decoder"]["psp"]["bottleneck"]["norm"]["mean"][...]
     assert not np.allclose(bn_mean, stats["decoder"]["psp"]["bottleneck"]["norm"]["mean"][...])
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [
+        ("nyu_newcrfs", None),
+        ("nyu_newcrfs", "smoke"),
+        ("nyu_newcrfs_dgr", "smoke"),
+        ("kitti_newcrfs_dgr", "smoke"),
+    ],
+)
+def test_configs_build_the_model(name, arg):
+    import importlib
+
+    from configs import common
+
+    cfg = importlib.import_module(f"configs.{name}").get_config(arg)
+    assert cfg.optim.lr == common.NEWCRFS_LR and cfg.optim.name == "adam"
+    assert "silog" in cfg.loss.terms
+    model = nnx.eval_shape(lambda: build_newcrfs(cfg.model, rngs=nnx.Rngs(0), dgr_factory=_Scale))
+    assert (model.dgr is not None) == cfg.model.dgr.enabled
+    if arg is None:
+        assert model.encoder.out_channels["stage4"] == 1536  # Swin-L
+    images = jax.ShapeDtypeStruct((1, *cfg.input.size, 3), jnp.float32)
+    depth, _ = nnx.eval_shape(lambda m, x: m(x), model, images)
+    assert depth.shape == (1, *cfg.input.size, 1)

@@ -29,7 +29,7 @@ import numpy as np
 
 from configs import common
 from dgr_jax.convert.swin_timm import infer_swin_config, load_torch_file, swin_rules
-from dgr_jax.convert.torch_layout import Rule, map_state_dict, unflatten
+from dgr_jax.convert.torch_layout import Rule, assign_pure_dict, map_state_dict, unflatten
 
 _CRF_BLOCK = r"crf([0-3])\.crf_layer\.blocks\.(\d+)"
 # Official defaults we cannot read from the weights (NewCRFDepth.__init__, PSP/PPM).
@@ -154,6 +154,18 @@ def load_params(path: str) -> tuple[dict, dict]:
     params = ocp.StandardCheckpointer().restore(root / "params")
     meta = json.loads((root / "config.json").read_text())
     return _int_keys(params), meta
+
+
+def load_into_model(model, path: str) -> dict:
+    """Restore `save_params` output into `model` in place (for `config.init_from`).
+
+    Full checkpoints (a converted NeWCRFs) must cover every variable; partial ones (an
+    ImageNet Swin) fill what they have and the rest keeps its initialisation. Returns the
+    stored meta data ({"model": config, "partial": bool, ...}).
+    """
+    params, meta = load_params(path)
+    assign_pure_dict(model, params, allow_missing=["*"] if meta.get("partial") else [])
+    return meta
 
 
 def _str_keys(tree: Mapping) -> dict:

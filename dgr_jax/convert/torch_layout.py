@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -194,6 +195,11 @@ def assign_pure_dict(
             f"  unexpected ({len(unexpected)}): {unexpected[:20]}\n"
             f"  shape mismatches ({len(wrong)}): {wrong[:20]}"
         )
+    abstract = [
+        _fmt(p) for p in target if p not in given and isinstance(target[p], jax.ShapeDtypeStruct)
+    ]
+    if abstract:
+        raise ValueError(f"cannot keep values of an abstract (eval_shape) model: {abstract[:20]}")
     merged = {
         p: (jnp.asarray(given[p], dtype=target[p].dtype) if p in given else target[p])
         for p in target

@@ -137,7 +137,7 @@ class NeWCRFsDecoder(nnx.Module):
             disp = convex_upsample(disp, self.mask_head(v), UPSAMPLE)
         else:
             disp = resize_bilinear(disp, (UPSAMPLE * h, UPSAMPLE * w), align_corners=False)
-        return disp * self.max_depth
+        return (disp * self.max_depth).astype(jnp.float32)  # metres, float32 for losses
 
 
 def _run_crf(crf: NewCRF, x: jax.Array, v: jax.Array) -> jax.Array:
@@ -201,7 +201,8 @@ def build_newcrfs(
     """Build `NeWCRFs` from a `config.model` ConfigDict / mapping.
 
     Reads `encoder` (must name "swin") and `decoder` (must name "newcrfs") without their `name`
-    keys, and `dgr.enabled` / `dgr.stages`; a DGR-enabled config needs `dgr_factory`.
+    keys, and `dgr.enabled` / `dgr.positions` (encoder stage names); a DGR-enabled config
+    needs `dgr_factory`.
     """
     enc = dict(model_cfg["encoder"])
     dec = dict(model_cfg["decoder"])
@@ -217,7 +218,7 @@ def build_newcrfs(
         enc,
         dec,
         dgr_factory=dgr_factory,
-        dgr_stages=tuple(dgr_cfg.get("stages", STAGES)),
+        dgr_stages=tuple(dgr_cfg.get("positions", STAGES)) if dgr_factory else STAGES,
         rngs=rngs,
         dtype=dtype,
         remat=remat,
