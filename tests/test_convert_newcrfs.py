@@ -10,7 +10,7 @@ from flax import nnx
 from dgr_jax.convert import newcrfs as conv
 from dgr_jax.convert.swin_timm import convert_swin_state_dict, resize_bias_tables
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
-from dgr_jax.models.newcrfs import NeWCRFs
+from dgr_jax.models.newcrfs import NeWCRFs, build_newcrfs
 from dgr_jax.models.swin import Mlp, Swin, relative_position_index
 
 # A tiny NeWCRFs whose levels mix present and absent projections (in == crf width for level 1).
@@ -234,19 +234,19 @@ def test_swin_cli_writes_a_partial_checkpoint_for_init_from(tmp_path):
     torch.save({"model": state}, tmp_path / "s.pth")
     out = str(tmp_path / "o")
     swin_timm.main(["--swin-ckpt", str(tmp_path / "s.pth"), "--window", "7", "--out", out])
-    params, meta = conv.load_params(out)
-    assert meta["partial"] is True and meta["model"]["encoder"]["window_size"] == 7
-    table = params["encoder"]["layers"][2]["blocks"][0]["attn"]["relative_position_bias_table"]
+    params, meta = conv.load_converted_tree(out)
+    assert meta["prefix"] == ["encoder"] and meta["model"]["encoder"]["window_size"] == 7
+    table = params["layers"][2]["blocks"][0]["attn"]["relative_position_bias_table"]
     assert table.shape == (13 * 13, HEADS[2])  # resized from window 5
     np.testing.assert_array_equal(
-        params["encoder"]["layers"][0]["downsample"]["reduction"]["kernel"],
+        params["layers"][0]["downsample"]["reduction"]["kernel"],
         sd["layers.0.downsample.reduction.weight"].T,
     )
     # init_from semantics: a partial checkpoint fills what it has, the rest keeps its init.
     mlp = Mlp(4, 8, rngs=nnx.Rngs(0))
     fc1 = np.asarray(mlp.fc1.kernel[...])
     fc2 = {"fc2": {"kernel": np.ones((8, 4)), "bias": np.zeros(4)}}
-    conv.save_params(str(tmp_path / "p"), fc2, {}, partial=True)
+    conv.save_converted_tree(str(tmp_path / "p"), fc2["fc2"], {}, prefix=("fc2",))
     conv.load_into_model(mlp, str(tmp_path / "p"))
     np.testing.assert_array_equal(np.asarray(mlp.fc1.kernel[...]), fc1)
     np.testing.assert_array_equal(np.asarray(mlp.fc2.kernel[...]), np.ones((8, 4)))
@@ -269,13 +269,12 @@ def test_cli_writes_orbax_checkpoint_that_rebuilds_the_model(tmp_path):
         ]
     )
 
-    params, meta = conv.load_params(str(out))
+    params, meta = conv.load_converted_tree(str(out))
     assert meta["model"]["decoder"]["max_depth"] == 80.0
-    assert meta["model"]["encoder"]["name"] == "swin" and meta["partial"] is False
-    enc = {k: v for k, v in meta["model"]["encoder"].items() if k != "name"}
-    dec = {k: v for k, v in meta["model"]["decoder"].items() if k != "name"}
-    model = nnx.eval_shape(lambda: NeWCRFs(enc, dec, rngs=nnx.Rngs(0)))
-    assign_pure_dict(model, params)
+    assert meta["model"]["encoder"]["name"] == "swin" and meta["prefix"] == []
+    assert meta["model"]["head"] == {"name": "identity"}
+    model = nnx.eval_shape(lambda: build_newcrfs(meta["model"], rngs=nnx.Rngs(0)))
+    conv.load_into_model(model, str(out))  # strict: a whole-model conversion
     np.testing.assert_array_equal(
         np.asarray(model.decoder.disp_head.conv.bias[...]), sd["disp_head1.conv1.bias"]
     )

@@ -18,7 +18,7 @@ from dgr_jax.models import newcrfs_ops as ops
 from dgr_jax.models.newcrfs import NeWCRFs, NeWCRFsDecoder, build_newcrfs
 from dgr_jax.models.newcrfs_crf import NewCRF
 from dgr_jax.models.newcrfs_psp import PSPHead
-from dgr_jax.registry import DECODERS
+from dgr_jax.registry import DECODERS, HEADS
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -245,7 +245,7 @@ class _Scale(nnx.Module):
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
         self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
 
-    def __call__(self, x, *, train: bool = False):
+    def __call__(self, x):
         return x * self.scale[...]
 
 
@@ -261,14 +261,16 @@ def test_dgr_hook_is_applied_on_selected_stages():
             lambda: NeWCRFs(
                 SMALL_ENCODER,
                 SMALL_DECODER,
+                dgr={"positions": stages},
                 dgr_factory=factory,
-                dgr_stages=stages,
                 rngs=nnx.Rngs(0),
             )
         )
         pure = flatten(nnx.to_pure_dict(nnx.state(plain)))  # the same encoder/decoder weights
         for s in stages:
-            pure[("dgr", s, "scale")] = np.full(model.encoder.out_channels[s], value, np.float32)
+            pure[("decoder", "dgr", s, "scale")] = np.full(
+                model.encoder.out_channels[s], value, np.float32
+            )
         assign_pure_dict(model, pure)
         return model
 
@@ -276,28 +278,34 @@ def test_dgr_hook_is_applied_on_selected_stages():
     plain = small_newcrfs(seed=10)
     hooked_model = hooked(1.0, ("stage2", "stage4"))
     assert seen == [32, 128]  # one module per selected stage, built with its width
-    assert set(hooked_model.dgr.keys()) == {"stage2", "stage4"}
+    assert set(hooked_model.decoder.dgr.keys()) == {"stage2", "stage4"}
     fwd = nnx.jit(lambda m, x: m(x)[0])
     expected = np.asarray(fwd(plain, images))
     assert np.all(expected > 0) and np.all(expected < TINY_DECODER["max_depth"])
     np.testing.assert_allclose(np.asarray(fwd(hooked_model, images)), expected, atol=1e-6)
-    hooked_model.dgr["stage4"].scale[...] = jnp.zeros(128)  # same graph: no recompilation
+    hooked_model.decoder.dgr["stage4"].scale[...] = jnp.zeros(128)  # same graph: no recompilation
     assert np.abs(np.asarray(fwd(hooked_model, images)) - expected).max() > 1e-3
 
 
-def test_registry_and_builder():
+def test_registry_builder_and_identity_head():
     assert DECODERS.get("newcrfs") is NeWCRFsDecoder
     cfg = {
         "encoder": {"name": "swin", **TINY_ENCODER},
         "decoder": {"name": "newcrfs", **TINY_DECODER},
-        "dgr": {"enabled": True},
+        "dgr": {"enabled": True, "positions": ("reassemble",)},
     }
-    with pytest.raises(ValueError, match="dgr_factory"):
-        nnx.eval_shape(lambda: build_newcrfs(cfg, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="encoder stages"):  # DPT positions mean nothing here
+        nnx.eval_shape(lambda: build_newcrfs(cfg, rngs=nnx.Rngs(0), dgr_factory=_Scale))
     model = nnx.eval_shape(
         lambda: build_newcrfs({**cfg, "dgr": {"enabled": False}}, rngs=nnx.Rngs(0))
     )
-    assert model.dgr is None and model.decoder.max_depth == 10.0
+    assert model.decoder.dgr is None and model.decoder.max_depth == 10.0
+    # A DepthModel wraps the decoder with the identity head (it already ends in metres).
+    head = HEADS.get("identity")(model.decoder.out_features, rngs=nnx.Rngs(0))
+    x = jnp.ones((1, 32, 64, 1), jnp.bfloat16)
+    assert head(x, (32, 64)).dtype == jnp.float32
+    with pytest.raises(ValueError, match="input size"):
+        head(x, (64, 64))
 
 
 def test_sharded_train_step_on_8_devices():
@@ -361,7 +369,7 @@ def test_configs_build_the_model(name, arg):
     assert cfg.optim.lr == common.NEWCRFS_LR and cfg.optim.name == "adam"
     assert "silog" in cfg.loss.terms
     model = nnx.eval_shape(lambda: build_newcrfs(cfg.model, rngs=nnx.Rngs(0), dgr_factory=_Scale))
-    assert (model.dgr is not None) == cfg.model.dgr.enabled
+    assert (model.decoder.dgr is not None) == cfg.model.dgr.enabled
     if arg is None:
         assert model.encoder.out_channels["stage4"] == 1536  # Swin-L
     images = jax.ShapeDtypeStruct((1, *cfg.input.size, 3), jnp.float32)

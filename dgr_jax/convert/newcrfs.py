@@ -128,49 +128,68 @@ def infer_newcrfs_config(sd: Mapping[str, Any], *, max_depth: float) -> dict[str
     return {"encoder": swin, "decoder": decoder}
 
 
-def save_params(out: str, pure: Mapping, model_cfg: Mapping, *, partial: bool = False) -> None:
-    """Write DIR/params (orbax StandardCheckpointer, nested pure dict) and DIR/config.json.
+# The on-disk layout of converted weights shared with `dgr_jax/convert/checkpoint.py` (models
+# branch; TODO(merge): use its save_converted / load_converted and drop these two):
+#   OUT/model.json  {"format", "model": config.model (sub-)config, "prefix": path of the
+#                    converted module in a DepthModel, "source": provenance}
+#   OUT/state/      orbax StandardCheckpointer of the module's nested pure dict (int list keys)
+CONVERTED_FORMAT = "dgr_jax.converted.v1"
 
-    `partial=True` records that only part of the model is covered (e.g. an ImageNet encoder),
-    so the loader must keep the init of the rest.
-    """
+
+def save_converted_tree(
+    out: str,
+    tree: Mapping,
+    model_cfg: Mapping,
+    *,
+    prefix: Sequence[str] = (),
+    source: Mapping[str, Any] | None = None,
+) -> FsPath:
+    """Write a converted pure dict (rooted at the module at `prefix`) and its config."""
     import orbax.checkpoint as ocp
 
     root = FsPath(out).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    params = _str_keys(pure)  # orbax trees need string keys; int list indices become "0", "1"
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(root / "params", params, force=True)
+    ckptr.save(root / "state", _np_leaves(tree), force=True)
     ckptr.wait_until_finished()
-    meta = {"model": _jsonable(model_cfg), "partial": partial, "format": "nnx_pure_dict"}
-    (root / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = {
+        "format": CONVERTED_FORMAT,
+        "model": _jsonable(model_cfg),
+        "prefix": list(prefix),
+        "source": _jsonable(dict(source or {})),
+    }
+    (root / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return root
 
 
-def load_params(path: str) -> tuple[dict, dict]:
-    """Inverse of `save_params`: (nested pure dict with int list keys, meta dict)."""
+def load_converted_tree(path: str) -> tuple[dict, dict]:
+    """Inverse of `save_converted_tree`: (nested pure dict with int list keys, meta)."""
     import orbax.checkpoint as ocp
 
     root = FsPath(path).absolute()
-    params = ocp.StandardCheckpointer().restore(root / "params")
-    meta = json.loads((root / "config.json").read_text())
-    return _int_keys(params), meta
+    meta = json.loads((root / "model.json").read_text())
+    if meta.get("format") != CONVERTED_FORMAT:
+        raise ValueError(f"{root}: not a {CONVERTED_FORMAT} checkpoint")
+    return _int_keys(ocp.StandardCheckpointer().restore(root / "state")), meta
 
 
 def load_into_model(model, path: str) -> dict:
-    """Restore `save_params` output into `model` in place (for `config.init_from`).
+    """Restore converted weights into `model` (a NeWCRFs or DepthModel) in place.
 
-    Full checkpoints (a converted NeWCRFs) must cover every variable; partial ones (an
-    ImageNet Swin) fill what they have and the rest keeps its initialisation. Returns the
-    stored meta data ({"model": config, "partial": bool, ...}).
+    A whole-model conversion (prefix []) must cover every variable; a part (an ImageNet
+    Swin, prefix ["encoder"]) fills what it has and the rest keeps its initialisation.
+    Returns the stored meta data.
     """
-    params, meta = load_params(path)
-    assign_pure_dict(model, params, allow_missing=["*"] if meta.get("partial") else [])
+    tree, meta = load_converted_tree(path)
+    for name in reversed(meta["prefix"]):
+        tree = {name: tree}
+    assign_pure_dict(model, tree, allow_missing=["*"] if meta["prefix"] else [])
     return meta
 
 
-def _str_keys(tree: Mapping) -> dict:
+def _np_leaves(tree: Mapping) -> dict:
     return {
-        str(k): (_str_keys(v) if isinstance(v, Mapping) else np.asarray(v)) for k, v in tree.items()
+        k: (_np_leaves(v) if isinstance(v, Mapping) else np.asarray(v)) for k, v in tree.items()
     }
 
 
@@ -192,9 +211,9 @@ def _jsonable(x: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> None:
     """`--newcrfs-ckpt FILE --variant nyu|kitti --out DIR`: official ckpt -> orbax params.
 
-    The written DIR/config.json holds the model config ({"encoder": {"name": "swin", ...},
-    "decoder": {"name": "newcrfs", ...}}) read from the weights; `eval.py
-    --config.init_from=DIR` restores DIR/params into a model built from that config.
+    DIR/model.json holds the model config read from the weights ({"encoder": {"name": "swin",
+    ...}, "decoder": {"name": "newcrfs", ...}, "head": {"name": "identity"}}), DIR/state the
+    weights; `eval.py --config.init_from=DIR` restores them.
     """
     import argparse
 
@@ -209,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     model_cfg = {
         "encoder": {"name": "swin", **cfg["encoder"]},
         "decoder": {"name": "newcrfs", **cfg["decoder"]},
+        "head": {"name": "identity"},
     }
-    save_params(args.out, pure, model_cfg)
+    source = {"newcrfs_ckpt": str(FsPath(args.newcrfs_ckpt).absolute()), "variant": args.variant}
+    save_converted_tree(args.out, pure, model_cfg, source=source)
     n = sum(np.size(v) for v in _leaves(pure))
     print(f"wrote {args.out}: {n / 1e6:.1f}M values, model {json.dumps(_jsonable(model_cfg))}")
 

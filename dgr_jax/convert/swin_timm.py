@@ -233,12 +233,12 @@ def load_torch_file(path: str) -> Mapping[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     """`--swin-ckpt FILE [--window 12] --out DIR`: ImageNet Swin -> orbax params for init_from.
 
-    Writes DIR/params (orbax, nested {"encoder": ...}) and DIR/config.json (the Swin config).
+    Writes DIR/model.json ({"encoder": the Swin config}, prefix ["encoder"]) and DIR/state.
     The per-stage output norms are not in classification checkpoints and keep their init.
     """
     import argparse
 
-    from dgr_jax.convert.newcrfs import save_params
+    from dgr_jax.convert.newcrfs import save_converted_tree
 
     parser = argparse.ArgumentParser(prog="python -m dgr_jax.convert (swin)")
     parser.add_argument("--swin-ckpt", required=True)
@@ -253,4 +253,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.window and args.window != cfg["window_size"]:
         pure = resize_bias_tables(pure, args.window)
         cfg["window_size"] = args.window
-    save_params(args.out, {"encoder": pure}, {"encoder": {"name": "swin", **cfg}}, partial=True)
+    model_cfg = {"encoder": {"name": "swin", "variant": "T", **cfg}}  # fields override "T"
+    source = {"swin_ckpt": str(args.swin_ckpt), "layout": layout}
+    save_converted_tree(args.out, pure, model_cfg, prefix=("encoder",), source=source)

@@ -16,10 +16,11 @@ What is whose:
   (B, H, W, 1) in metres, so a DepthModel around it needs an identity head; `NeWCRFs` glues
   encoder, an optional DGR hook and the decoder with the DepthModel call signature.
 
-DGR hook: `dgr_factory(channels, *, rngs) -> module` builds one module per selected encoder
-stage; each is applied as `feats[stage] = module(feats[stage], train=train)` before the
-decoder (the paper's "features processed by the transformer encoder"). The block itself lives
-in `dgr_jax/models/dgr.py`.
+DGR: with `dgr` settings (`config.model.dgr` without `enabled`; `positions` are encoder stage
+names), the decoder builds one DGR block per listed stage and applies it to that stage's map
+before the PSP/CRF levels (the paper's "features processed by the transformer encoder").
+`dgr_factory(channels, *, rngs) -> module`, `module(x) -> x`, overrides how blocks are built
+(tests, ablations); by default they are `dgr_jax.models.dgr.DGR`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dgr_jax.models.newcrfs_crf import NewCRF, conv3x3
 from dgr_jax.models.newcrfs_ops import convex_upsample, pixel_shuffle, resize_bilinear
 from dgr_jax.models.newcrfs_psp import PSPHead
 from dgr_jax.models.swin import Swin
-from dgr_jax.registry import DECODERS
+from dgr_jax.registry import DECODERS, HEADS
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 UPSAMPLE = 4  # the disparity is predicted at stride 4 and upsampled to the input size
@@ -81,6 +82,8 @@ class NeWCRFsDecoder(nnx.Module):
         pool_scales: Sequence[int] = (1, 2, 3, 6),
         ppm_norm_groups: int = 256,
         up_mode: str = "bilinear",  # or "mask" (convex upsampling)
+        dgr: Mapping[str, Any] | None = None,
+        dgr_factory: DgrFactory | None = None,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         remat: bool = False,
@@ -92,7 +95,9 @@ class NeWCRFsDecoder(nnx.Module):
         self.max_depth = float(max_depth)
         self.up_mode = up_mode
         self.remat = remat
+        self.out_features = 1  # the decoder ends in the depth map itself (identity head)
         chans = [in_channels[s] for s in STAGES]
+        self.dgr = _build_dgr(dgr, dgr_factory, in_channels, rngs=rngs, dtype=dtype)
         # v of level k is the pixel-shuffled output of level k + 1; the top level's is the PSP.
         v_dims = [crf_dims[1] // 4, crf_dims[2] // 4, crf_dims[3] // 4, psp_channels]
         self.psp = PSPHead(
@@ -124,6 +129,8 @@ class NeWCRFsDecoder(nnx.Module):
 
     def __call__(self, feats: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
         """feats {"stage1".."stage4"} (B, H/s, W/s, C_s) -> depth (B, H, W, 1) in metres."""
+        if self.dgr is not None:
+            feats = {s: (self.dgr[s](f) if s in self.dgr else f) for s, f in feats.items()}
         run = nnx.remat(_run_crf) if self.remat else _run_crf
         v = self.psp(feats["stage4"], train=train)
         levels = (self.crf3, self.crf2, self.crf1, self.crf0)
@@ -144,11 +151,53 @@ def _run_crf(crf: NewCRF, x: jax.Array, v: jax.Array) -> jax.Array:
     return crf(x, v)
 
 
+def _build_dgr(
+    settings: Mapping[str, Any] | None,
+    factory: DgrFactory | None,
+    in_channels: Mapping[str, int],
+    *,
+    rngs: nnx.Rngs,
+    dtype,
+) -> nnx.Dict | None:
+    """One DGR block per stage listed in `settings["positions"]` (None: no DGR)."""
+    if settings is None:
+        return None
+    settings = dict(settings)
+    positions = tuple(settings.pop("positions", STAGES))
+    unknown = sorted(set(positions) - set(STAGES))
+    if unknown:
+        raise ValueError(f"NeWCRFs DGR positions are encoder stages {STAGES}, got {unknown}")
+    if factory is None:
+        # TODO(merge): top-level import once dgr.py (models branch) is on this branch.
+        from dgr_jax.models.dgr import DGR
+
+        def factory(channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
+            return DGR(channels, **settings, dtype=dtype, rngs=rngs)
+
+    return nnx.Dict({s: factory(in_channels[s], rngs=rngs) for s in positions})
+
+
+@HEADS.register("identity")
+class IdentityHead(nnx.Module):
+    """For decoders that end in the depth map (NeWCRFs): checks the size, returns it as is."""
+
+    def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        del rngs, dtype
+        if features != 1:
+            raise ValueError(f"identity head needs a 1-channel decoder output, got {features}")
+
+    def __call__(self, x: jax.Array, out_size: Sequence[int]) -> jax.Array:
+        if x.shape[1:3] != tuple(out_size):
+            raise ValueError(f"decoder output {x.shape[1:3]} != input size {tuple(out_size)}")
+        return x.astype(jnp.float32)
+
+
 class NeWCRFs(nnx.Module):
-    """Swin encoder + optional DGR on encoder stages + NeWCRFs decoder.
+    """Swin encoder + NeWCRFs decoder (optionally with DGR on the encoder stages).
 
     Same call signature as `DepthModel`: images (B, H, W, 3) ImageNet-normalised, H and W
-    multiples of 32 -> (depth (B, H, W, 1) in metres, aux dict).
+    multiples of 32 -> (depth (B, H, W, 1) in metres, aux dict). Its variables are laid out as
+    a DepthModel's ({"encoder": ..., "decoder": ...}), so converted weights fit both.
     """
 
     def __init__(
@@ -156,24 +205,21 @@ class NeWCRFs(nnx.Module):
         encoder: Mapping[str, Any],
         decoder: Mapping[str, Any],
         *,
+        dgr: Mapping[str, Any] | None = None,
         dgr_factory: DgrFactory | None = None,
-        dgr_stages: Sequence[str] = STAGES,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         remat: bool = False,
     ):
         self.encoder = Swin(**encoder, rngs=rngs, dtype=dtype, remat=remat)
-        dgr = None
-        if dgr_factory is not None:
-            unknown = set(dgr_stages) - set(STAGES)
-            if unknown:
-                raise ValueError(f"unknown DGR stages {sorted(unknown)}; valid: {STAGES}")
-            dgr = nnx.Dict(
-                {s: dgr_factory(self.encoder.out_channels[s], rngs=rngs) for s in dgr_stages}
-            )
-        self.dgr = dgr
         self.decoder = NeWCRFsDecoder(
-            self.encoder.out_channels, **decoder, rngs=rngs, dtype=dtype, remat=remat
+            self.encoder.out_channels,
+            **decoder,
+            dgr=dgr,
+            dgr_factory=dgr_factory,
+            rngs=rngs,
+            dtype=dtype,
+            remat=remat,
         )
 
     def __call__(
@@ -183,10 +229,6 @@ class NeWCRFs(nnx.Module):
         if h % 32 or w % 32:
             raise ValueError(f"NeWCRFs needs H and W divisible by 32, got {h}x{w}")
         feats = self.encoder(images, train=train, rngs=rngs)
-        if self.dgr is not None:
-            feats = {
-                s: (self.dgr[s](f, train=train) if s in self.dgr else f) for s, f in feats.items()
-            }
         return self.decoder(feats, train=train), {}
 
 
@@ -201,25 +243,12 @@ def build_newcrfs(
     """Build `NeWCRFs` from a `config.model` ConfigDict / mapping.
 
     Reads `encoder` (must name "swin") and `decoder` (must name "newcrfs") without their `name`
-    keys, and `dgr.enabled` / `dgr.positions` (encoder stage names); a DGR-enabled config
-    needs `dgr_factory`.
+    keys, and `dgr` (used when `dgr.enabled`; `dgr.positions` are encoder stage names).
     """
     enc = dict(model_cfg["encoder"])
     dec = dict(model_cfg["decoder"])
     if enc.pop("name") != "swin" or dec.pop("name") != "newcrfs":
         raise ValueError("build_newcrfs needs encoder.name='swin' and decoder.name='newcrfs'")
-    dgr_cfg = model_cfg.get("dgr") or {}
-    if dgr_cfg.get("enabled", False):
-        if dgr_factory is None:
-            raise ValueError("config enables DGR but no dgr_factory was given")
-    else:
-        dgr_factory = None
-    return NeWCRFs(
-        enc,
-        dec,
-        dgr_factory=dgr_factory,
-        dgr_stages=tuple(dgr_cfg.get("positions", STAGES)) if dgr_factory else STAGES,
-        rngs=rngs,
-        dtype=dtype,
-        remat=remat,
-    )
+    dgr_cfg = dict(model_cfg.get("dgr") or {})
+    dgr = {k: v for k, v in dgr_cfg.items() if k != "enabled"} if dgr_cfg.get("enabled") else None
+    return NeWCRFs(enc, dec, dgr=dgr, dgr_factory=dgr_factory, rngs=rngs, dtype=dtype, remat=remat)
