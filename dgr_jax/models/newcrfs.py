@@ -13,8 +13,9 @@ What is whose:
   "mask" upsampling (`upsample_mask`, `mask_head`) is dead code there but is kept here as an
   option ("mask"). `min_depth` and `inv_depth` are unused by the official forward.
 - [ours] NHWC; the decoder is registered as DECODERS["newcrfs"] and returns the depth itself
-  (B, H, W, 1) in metres, so a DepthModel around it needs an identity head; `NeWCRFs` glues
-  encoder, an optional DGR hook and the decoder with the DepthModel call signature.
+  (B, H, W, 1) in metres (float32), so a DepthModel around it uses the "identity" head
+  registered here; `NeWCRFs` glues the Swin encoder and the decoder with the DepthModel call
+  signature and variable layout ({"encoder", "decoder"}), for parity runs and tests.
 
 DGR: with `dgr` settings (`config.model.dgr` without `enabled`; `positions` are encoder stage
 names), the decoder builds one DGR block per listed stage and applies it to that stage's map
