@@ -88,6 +88,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 POLY_POWER = 0.9
 POLY_END_FACTOR = 0.1
 NEWCRFS_LR = 2e-5
+NEWCRFS_EPOCHS = 50  # NeWCRFs configs/arguments_train_{nyu,kittieigen}.txt num_epochs
 PIXELFORMER_LR = 4e-5
 PIXELFORMER_EPOCHS = 20  # PixelFormer's training length (NeWCRFs: 50)
 
