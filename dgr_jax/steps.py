@@ -92,7 +92,8 @@ def make_train_step(
 
         def compute_loss(params, rest):
             model = model_def.merge(params, rest)
-            pred, aux = model(batch["image"], train=True)  # (B, H, W, 1)
+            rngs = nnx.Rngs(dropout=jax.random.fold_in(state["rng"], step))  # per-step randomness
+            pred, aux = model(batch["image"], train=True, rngs=rngs)  # (B, H, W, 1)
             loss, terms = loss_fn(pred.astype(jnp.float32), depth, valid)
             if "reg_loss" in aux:
                 loss = loss + aux["reg_loss"]

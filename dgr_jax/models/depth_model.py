@@ -9,7 +9,8 @@ them and no code branches on names:
     model_cfg.dgr     = {"enabled", "positions", "stencils", "se_reduction", ...} (optional)
     model_cfg.head    = {"name": "sigmoid" | "relu", "max_depth", **head kwargs}
 
-Encoders are called as `cls(**kwargs, dtype=, remat=, rngs=)` and expose `out_channels`
+Encoders are called as `cls(**kwargs, dtype=, remat=, rngs=)`, run as
+`encoder(images, train=, rngs=)` (rngs: per-step randomness or None) and expose `out_channels`
 ({"stage1".."stage4"} -> channels) so the decoder is built without a forward pass; decoders as
 `cls(encoder.out_channels, **kwargs, dgr=, dtype=, rngs=)` and expose `out_features`; heads as
 `cls(decoder.out_features, **kwargs, dtype=, rngs=)`.
@@ -37,7 +38,12 @@ class DepthModel(nnx.Module):
         self.head = head
 
     def __call__(
-        self, images: jax.Array, *, train: bool = False, return_features: bool = False
+        self,
+        images: jax.Array,
+        *,
+        train: bool = False,
+        rngs: nnx.Rngs | None = None,
+        return_features: bool = False,
     ) -> tuple[jax.Array, dict[str, Any]]:
         """Predict depth.
 
@@ -45,12 +51,14 @@ class DepthModel(nnx.Module):
             images: (B, H, W, 3) float, sides multiples of the encoder's patch (ViT) / 32
                 for an output identical to HF DPT (other sizes are resized internally).
             train: batch statistics in training mode (BatchNorm), inference otherwise.
+            rngs: per-step randomness (a `dropout` stream) for stochastic layers in training,
+                e.g. Swin's drop path; the trainer passes fold_in(rng, step).
             return_features: also return the encoder's stage maps as aux["features"].
 
         Returns:
             depth (B, H, W, 1) float32 and an aux dict (empty unless asked).
         """
-        feats = self.encoder(images, train=train)
+        feats = self.encoder(images, train=train, rngs=rngs)
         fused = self.decoder(feats, train=train)
         depth = self.head(fused, images.shape[1:3]).astype(jnp.float32)
         aux = {"features": feats} if return_features else {}

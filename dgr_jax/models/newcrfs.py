@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dgr_jax.models.dgr import DGR
 from dgr_jax.models.newcrfs_crf import NewCRF, conv3x3
 from dgr_jax.models.newcrfs_ops import convex_upsample, pixel_shuffle, resize_bilinear
 from dgr_jax.models.newcrfs_psp import PSPHead
@@ -169,8 +170,6 @@ def _build_dgr(
     if unknown:
         raise ValueError(f"NeWCRFs DGR positions are encoder stages {STAGES}, got {unknown}")
     if factory is None:
-        # TODO(merge): top-level import once dgr.py (models branch) is on this branch.
-        from dgr_jax.models.dgr import DGR
 
         def factory(channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
             return DGR(channels, **settings, dtype=dtype, rngs=rngs)

@@ -186,7 +186,11 @@ class ResNet(nnx.Module):
         self.stages = nnx.List(stages)
         self.out_channels = dict(zip(STAGES, hidden_sizes))
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> dict[str, jax.Array]:
+        """Stage maps; `rngs` is part of the encoder call contract (no stochastic layers here)."""
+        del rngs
         x = self.embedder(images.astype(self.dtype), train=train)
         # torch MaxPool2d(3, stride=2, padding=1) pads with -inf, as reduce_window does here.
         x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

@@ -390,7 +390,11 @@ class ViTEncoder(nnx.Module):
         )
         self.out_channels = dict(zip(STAGES, neck))
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> dict[str, jax.Array]:
+        """Stage maps; `rngs` is part of the encoder call contract (no stochastic layers here)."""
+        del rngs
         _, h, w, _ = images.shape
         grid = (h // self.patch_size, w // self.patch_size)
         out = self.vit(images, train=train)
