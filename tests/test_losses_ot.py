@@ -96,7 +96,7 @@ def test_debiased_grid_sinkhorn_at_small_epsilon_approaches_exact_w2(tiny_proble
     # Pixel spacing 1/8: eps = spacing^2 / 50. The remaining gap is the entropic bias of a
     # discrete plan, -eps * (H(P) - (H(a) + H(b)) / 2), which shrinks linearly with eps.
     got = np.asarray(jit_otdl(pred, gt, valid, epsilon=3e-4, max_iterations=5000, threshold=1e-5))
-    assert np.all(np.abs(got / exact - 1) < 0.05), (got, exact)
+    assert np.all(np.abs(got / exact - 1) < 0.03), (got, exact)  # measured: 0.7-2% below
 
 
 def test_grid_equals_pointcloud_values_and_gradients():
