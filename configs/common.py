@@ -21,8 +21,10 @@ KITTI_MAX_DEPTH = 80.0  # NeWCRFs configs/arguments_*_kittieigen.txt
 NYU_MIN_DEPTH_LOSS = 0.1
 KITTI_MIN_DEPTH_LOSS = 1.0
 
-# SILog training loss variance focus (BTS/NeWCRFs `variance_focus`).
+# SILog training loss variance focus (BTS/NeWCRFs `variance_focus`) and the x10 scale of the
+# training loss, 10 * sqrt(mean d^2 - 0.85 mean(d)^2) (BTS bts.py silog_loss, NeWCRFs utils.py).
 SILOG_VARIANCE_FOCUS = 0.85
+SILOG_SCALE = 10.0
 
 # --------------------------------------------------------------------------------------------
 # Image geometry.

@@ -55,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.head.max_depth = common.NYU_MAX_DEPTH
     c.loss.min_depth = common.NYU_MIN_DEPTH_LOSS
     c.loss.otdl.grid_size = (common.NYU_HEIGHT // 8, common.NYU_WIDTH // 8)
+    c.loss.terms.otdl = 500.0  # lambda_ot: see configs/base.py (measured at 60x80 too)
     c.optim.lr = common.PIXELFORMER_LR
     c.evals.test = base.depth_eval(dataset, crop="eigen", max_depth=common.NYU_MAX_DEPTH)
     if arg == "smoke":

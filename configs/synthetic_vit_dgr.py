@@ -27,6 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     c.model.decoder.features = 128
+    c.loss.otdl.grid_size = (30, 40)  # 1/8 of 240x320
+    c.loss.terms.otdl = 500.0  # lambda_ot: see configs/base.py
     c.model.head.max_depth = common.NYU_MAX_DEPTH
     c.evals.test = base.depth_eval(
         "synthetic_depth/indoor", crop="none", max_depth=common.NYU_MAX_DEPTH
