@@ -280,10 +280,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _log(f"final eval step {step}: {evaluate.summary_line(final_metrics)}")
         if step not in ckpt.all_steps():
             save(step, final_metrics or None)
+        # The oracle constant-depth predictor under the same protocol: what "learned
+        # something" is measured against.
+        baselines = {name: evaluate.constant_baseline(ev) for name, ev in evaluators.items()}
+        for name, base in baselines.items():
+            _log(
+                f"constant-depth baseline {name}: abs_rel {base['abs_rel']:.4f} "
+                f"(depth {base['depth']:.3f} m)"
+            )
         if is_main:
             summary = {
                 "step": step,
                 "eval": evaluate.nest(final_metrics),
+                "baseline_constant_depth": baselines,
                 "train_seconds_this_run": round(time.perf_counter() - t_start, 1),
                 "train_step_compilations": train_step._cache_size(),
             }
