@@ -59,6 +59,8 @@ def test_smoke_main_job_writes_every_output(tmp_path):
     summary = json.loads((workdir / "metrics.json").read_text())
     assert summary["step"] == config.total_steps
     assert summary["train_step_compilations"] == 1  # no retrace across steps
+    baseline = summary["baseline_constant_depth"]["test"]
+    assert baseline["depth"] > 0 and np.isfinite(baseline["abs_rel"])
     assert np.isfinite(metrics["test/abs_rel"])
     steps_saved = checkpoint.Checkpointer(str(workdir / "checkpoints"), read_only=True).all_steps()
     assert config.total_steps in steps_saved
