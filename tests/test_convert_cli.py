@@ -220,6 +220,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
         (["--newcrfs-ckpt", str(tmp_path / "missing.ckpt"), "--variant", "nyu"], "no such file"),
         (["--newcrfs-ckpt", str(tmp_path / "notes.txt")], "needs --variant"),
         (["--swin-ckpt", str(tmp_path / "notes.txt"), "--variant", "nyu"], "belongs to"),
+        (["--hf-dir", str(tmp_path)], "no config.json"),
     ]
     sd = synthetic_state_dict(official_newcrfs_keys(arch_of(newcrfs_config(tmp_path).model)))
     sd["crf1.extra.weight"] = np.zeros(3, np.float32)

@@ -221,9 +221,20 @@ def load_torch_file(path: str) -> Mapping[str, Any]:
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        text = " ".join(str(e).split()) or type(e).__name__
+        # torch's message is a paragraph; the reason follows "WeightsUnpickler error:".
+        m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\. Please use| Check the doc|$)", text)
+        detail = m[1] if m else text
+        hint = ""
+        if "Unsupported global" in detail:
+            hint = (
+                "; it holds Python objects besides tensors, numbers and numpy arrays. If you "
+                "trust the file, re-save only its state dict: torch.save(torch.load(f, "
+                "weights_only=False)['model'], 'state_dict.pth')"
+            )
         raise ValueError(
-            f"{path}: not a PyTorch checkpoint torch.load can read ({first})"
+            f"{path}: not a PyTorch checkpoint torch.load(weights_only=True) can read "
+            f"({detail[:200]}){hint}"
         ) from None
     for key in ("model", "state_dict"):
         if isinstance(ckpt, Mapping) and isinstance(ckpt.get(key), Mapping):
