@@ -11,8 +11,10 @@ prepended to sys.path, e.g. for a folder with stand-ins of those two).
 What it does: builds `NewCRFDepth(version, max_depth)` (eval mode), perturbs every norm
 scale/bias, every Linear/conv bias and the BatchNorm running statistics (the official init
 leaves them at 1/0), wraps the state dict as the released checkpoints are
-({"model": {"module." + key: ...}}), converts it with `dgr_jax.convert.newcrfs`, rebuilds our
-model from the config read off the weights, and compares the depth maps of one random batch.
+({"model": {"module." + key: ...}}), converts it with `dgr_jax.convert.newcrfs`
+(`convert_newcrfs_checkpoint`, what `python -m dgr_jax.convert --newcrfs-ckpt` writes),
+builds our DepthModel with `build_model` from the config read off the weights, and compares
+the depth maps of one random batch.
 Prints one JSON object (errors in metres).
 """
 
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, not installed
 
 
 def _commit(path: Path) -> str:
@@ -77,9 +81,9 @@ def main(argv=None) -> None:
     import torch
     from flax import nnx
 
-    from dgr_jax.convert.newcrfs import convert_newcrfs_state_dict, infer_newcrfs_config
+    from dgr_jax.convert.newcrfs import convert_newcrfs_checkpoint
     from dgr_jax.convert.torch_layout import assign_pure_dict
-    from dgr_jax.models.newcrfs import NeWCRFs
+    from dgr_jax.models import build_model
 
     for p in [*args.extra_path, str(args.newcrfs_repo / "newcrfs")]:
         sys.path.insert(0, os.path.abspath(p))
@@ -96,9 +100,11 @@ def main(argv=None) -> None:
     t_torch = time.perf_counter() - t0
 
     ckpt = {"model": {f"module.{k}": v for k, v in official.state_dict().items()}}
-    cfg = infer_newcrfs_config(ckpt, max_depth=args.max_depth)
-    ours = nnx.eval_shape(lambda: NeWCRFs(cfg["encoder"], cfg["decoder"], rngs=nnx.Rngs(0)))
-    assign_pure_dict(ours, convert_newcrfs_state_dict(ckpt))
+    # What `python -m dgr_jax.convert --newcrfs-ckpt` converts and writes, without the disk.
+    weights = convert_newcrfs_checkpoint(ckpt, variant="nyu")
+    weights.model_cfg["decoder"]["max_depth"] = args.max_depth
+    ours = nnx.eval_shape(lambda: build_model(weights.model_cfg, rngs=nnx.Rngs(0)))
+    assign_pure_dict(ours, weights.tree)  # strict: every variable, every shape
     t0 = time.perf_counter()
     depth, _ = nnx.jit(lambda m, x: m(x))(ours, images.transpose(0, 2, 3, 1))
     out = np.asarray(depth)[..., 0]

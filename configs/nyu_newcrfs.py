@@ -14,7 +14,8 @@ Reproduce the released checkpoint's numbers (no training):
         --config.data_dir=D --config.init_from=W/newcrfs_nyu
 
 Expected (654 images, Eigen crop, 1e-3 < gt < 10 m, flip TTA blend): abs_rel 0.0952,
-rmse 0.3310, d1 0.923 (NeWCRFs README; paper 0.095 / 0.334 / 0.922).
+rmse 0.3310, d1 0.923 (NeWCRFs README; paper 0.095 / 0.334 / 0.922). What the converter and
+init_from check: docs/convert.md.
 
 Recipe (aliyun/NeWCRFs d327bf7, configs/arguments_train_nyu.txt, train.py): the 36,253-frame
 "dense" list at 480x640, batch 8, 50 epochs; Adam (the weight-decay and adam_eps arguments are

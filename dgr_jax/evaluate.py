@@ -109,8 +109,13 @@ def evaluate_checkpoint(
         state, _ = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, state_sh))
         ckpt.close()
     elif config.init_from:
-        state = weights.load_init_weights(
-            jax.jit(init_fn, out_shardings=state_sh)(), state_sh, config.init_from
+        # Every variable comes from the weights: no random initialisation to compile.
+        state, _ = weights.load_init_weights(
+            {"params": abstract["params"], "rest": abstract["rest"]},
+            state_sh,
+            config.init_from,
+            config.model,
+            complete=True,
         )
         step = 0
     else:

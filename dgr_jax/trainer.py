@@ -148,6 +148,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     latest = ckpt.latest_step()
     data_state = None
+    init_weights = None
+    if latest is None and config.init_from:  # checked before compiling anything
+        try:
+            init_weights = weights.read_init_weights(
+                abstract, config.init_from, config.model, complete=False
+            )
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
     if latest is not None:
         state, data_state = ckpt.restore(
             latest, checkpoint.abstract_with_shardings(abstract, state_sh)
@@ -155,9 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _log(f"resuming from checkpoint step {latest} in {ckpt.directory}")
     else:
         state = jax.jit(init_fn, out_shardings=state_sh)()
-        if config.init_from:
-            state = weights.load_init_weights(state, state_sh, config.init_from)
-            _log(f"initialised weights from {config.init_from}")
+        if init_weights is not None:
+            state = weights.apply_init_weights(state, init_weights, state_sh)
+            _log(init_weights.report)
     start_step = int(jax.device_get(state["step"]))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
     _log(

@@ -98,5 +98,5 @@ def test_return_features_in_aux():
 
 def test_unknown_component_lists_valid_names():
     cfg = _model_cfg({"name": "vgg"})
-    with pytest.raises(KeyError, match="resnet, vit"):
+    with pytest.raises(KeyError, match="resnet, swin, vit"):
         build_model(cfg, rngs=rngs())

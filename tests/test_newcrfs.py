@@ -14,10 +14,12 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
+from dgr_jax.models import DepthModel, build_model
 from dgr_jax.models import newcrfs_ops as ops
-from dgr_jax.models.newcrfs import NeWCRFs, NeWCRFsDecoder, build_newcrfs
+from dgr_jax.models.newcrfs import IdentityHead, NeWCRFsDecoder
 from dgr_jax.models.newcrfs_crf import NewCRF
 from dgr_jax.models.newcrfs_psp import PSPHead
+from dgr_jax.models.swin import Swin
 from dgr_jax.registry import DECODERS, HEADS
 
 torch = pytest.importorskip("torch")
@@ -59,11 +61,33 @@ SMALL_ENCODER = {**TINY_ENCODER, "depths": (1, 1, 1, 1)}
 SMALL_DECODER = {**TINY_DECODER, "crf_depth": 1}
 
 
-def small_newcrfs(seed: int = 0, **kwargs) -> NeWCRFs:
-    model = nnx.eval_shape(
-        lambda: NeWCRFs(SMALL_ENCODER, SMALL_DECODER, rngs=nnx.Rngs(0), **kwargs)
-    )
-    return random_fill(model, seed)
+def newcrfs_cfg(encoder=TINY_ENCODER, decoder=TINY_DECODER, dgr=None) -> dict:
+    """`config.model` of NeWCRFs (what configs/nyu_newcrfs.py holds, tiny)."""
+    return {
+        "encoder": {"name": "swin", **encoder},
+        "decoder": {"name": "newcrfs", **decoder},
+        "dgr": dgr or {"enabled": False},
+        "head": {"name": "identity"},
+    }
+
+
+def abstract_newcrfs(encoder=TINY_ENCODER, decoder=TINY_DECODER, **dgr_hook) -> DepthModel:
+    """NeWCRFs as `build_model` makes it (shapes only); `dgr_hook` (dgr=, dgr_factory=) builds
+    the same DepthModel by hand with a DGR stand-in, which configs cannot name."""
+    if not dgr_hook:
+        return nnx.eval_shape(lambda: build_model(newcrfs_cfg(encoder, decoder), rngs=nnx.Rngs(0)))
+
+    def build():
+        rngs = nnx.Rngs(0)
+        swin = Swin(**encoder, rngs=rngs)
+        dec = NeWCRFsDecoder(swin.out_channels, **decoder, **dgr_hook, rngs=rngs)
+        return DepthModel(swin, dec, IdentityHead(dec.out_features, rngs=rngs))
+
+    return nnx.eval_shape(build)
+
+
+def small_newcrfs(seed: int = 0) -> DepthModel:
+    return random_fill(abstract_newcrfs(SMALL_ENCODER, SMALL_DECODER), seed)
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,7 +241,7 @@ def test_psp_head_matches_torch_modules():
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [(480, 640), (352, 1216)])  # NYU; KITTI KB crop
 def test_forward_shapes_at_host_sizes(size):
-    model = nnx.eval_shape(lambda: NeWCRFs(TINY_ENCODER, TINY_DECODER, rngs=nnx.Rngs(0)))
+    model = abstract_newcrfs()
     images = jax.ShapeDtypeStruct((2, *size, 3), jnp.float32)
     depth, aux = nnx.eval_shape(lambda m, x: m(x), model, images)
     assert depth.shape == (2, *size, 1) and depth.dtype == jnp.float32
@@ -226,17 +250,15 @@ def test_forward_shapes_at_host_sizes(size):
 
 def test_forward_is_bounded_depth_with_convex_upsampling():
     decoder = {**TINY_DECODER, "up_mode": "mask"}
-    model = random_fill(
-        nnx.eval_shape(lambda: NeWCRFs(TINY_ENCODER, decoder, rngs=nnx.Rngs(0))), seed=7
-    )
+    model = random_fill(abstract_newcrfs(TINY_ENCODER, decoder), seed=7)
     images = np.random.RandomState(8).randn(2, 64, 96, 3).astype(np.float32)
     depth, _ = nnx.jit(lambda m, x: m(x))(model, images)
     depth = np.asarray(depth)
     assert depth.shape == (2, 64, 96, 1)
     assert np.all(depth > 0) and np.all(depth < TINY_DECODER["max_depth"])
     assert depth.std() > 1e-3  # not a constant map
-    with pytest.raises(ValueError, match="divisible by 32"):
-        model(images[:, :48])
+    with pytest.raises(ValueError, match="divisible by 32"):  # at trace time: shapes only
+        nnx.eval_shape(lambda m, x: m(x), model, images[:, :48])
 
 
 class _Scale(nnx.Module):
@@ -257,14 +279,8 @@ def test_dgr_hook_is_applied_on_selected_stages():
         return _Scale(channels, rngs=rngs)
 
     def hooked(value, stages):
-        model = nnx.eval_shape(
-            lambda: NeWCRFs(
-                SMALL_ENCODER,
-                SMALL_DECODER,
-                dgr={"positions": stages},
-                dgr_factory=factory,
-                rngs=nnx.Rngs(0),
-            )
+        model = abstract_newcrfs(
+            SMALL_ENCODER, SMALL_DECODER, dgr={"positions": stages}, dgr_factory=factory
         )
         pure = flatten(nnx.to_pure_dict(nnx.state(plain)))  # the same encoder/decoder weights
         for s in stages:
@@ -289,18 +305,13 @@ def test_dgr_hook_is_applied_on_selected_stages():
 
 def test_registry_builder_and_identity_head():
     assert DECODERS.get("newcrfs") is NeWCRFsDecoder
-    cfg = {
-        "encoder": {"name": "swin", **TINY_ENCODER},
-        "decoder": {"name": "newcrfs", **TINY_DECODER},
-        "dgr": {"enabled": True, "positions": ("reassemble",)},
-    }
+    cfg = newcrfs_cfg(dgr={"enabled": True, "positions": ("reassemble",)})
     with pytest.raises(ValueError, match="encoder stages"):  # DPT positions mean nothing here
-        nnx.eval_shape(lambda: build_newcrfs(cfg, rngs=nnx.Rngs(0), dgr_factory=_Scale))
-    model = nnx.eval_shape(
-        lambda: build_newcrfs({**cfg, "dgr": {"enabled": False}}, rngs=nnx.Rngs(0))
-    )
+        nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0)))
+    model = abstract_newcrfs()
+    assert isinstance(model.encoder, Swin) and isinstance(model.head, IdentityHead)
     assert model.decoder.dgr is None and model.decoder.max_depth == 10.0
-    # A DepthModel wraps the decoder with the identity head (it already ends in metres).
+    # The decoder already ends in metres: the identity head only checks the size.
     head = HEADS.get("identity")(model.decoder.out_features, rngs=nnx.Rngs(0))
     x = jnp.ones((1, 32, 64, 1), jnp.bfloat16)
     assert head(x, (32, 64)).dtype == jnp.float32
@@ -368,7 +379,7 @@ def test_configs_build_the_model(name, arg):
     cfg = importlib.import_module(f"configs.{name}").get_config(arg)
     assert cfg.optim.lr == common.NEWCRFS_LR and cfg.optim.name == "adam"
     assert "silog" in cfg.loss.terms
-    model = nnx.eval_shape(lambda: build_newcrfs(cfg.model, rngs=nnx.Rngs(0), dgr_factory=_Scale))
+    model = nnx.eval_shape(lambda: build_model(cfg.model, rngs=nnx.Rngs(0)))
     assert (model.decoder.dgr is not None) == cfg.model.dgr.enabled
     if arg is None:
         assert model.encoder.out_channels["stage4"] == 1536  # Swin-L

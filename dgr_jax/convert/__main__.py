@@ -1,53 +1,148 @@
 """Convert PyTorch weights into a dgr_jax checkpoint that train.py / eval.py start from.
 
     python -m dgr_jax.convert --hf-dir DIR --out OUT
-    python train.py --config configs/X.py --config.init_from=OUT ...
+    python -m dgr_jax.convert --newcrfs-ckpt model_nyu.ckpt --variant nyu --out OUT
+    python -m dgr_jax.convert --swin-ckpt swin_large_patch4_window7_224_22k.pth [--window 12] \
+        --out OUT
+    python eval.py --config configs/X.py --workdir W --config.init_from=OUT     # or train.py
 
---hf-dir: a local HF directory (config.json + model.safetensors or pytorch_model.bin) of a
-DPTForDepthEstimation, DepthAnythingForDepthEstimation (V1/V2), ViTModel /
-ViTForImageClassification or ResNetModel / ResNetForImageClassification. The output layout is
-documented in `dgr_jax/convert/checkpoint.py`. Exactly one source flag is given; each maps to a
-function returning a `Converted` in `SOURCES` (future sources, e.g. --newcrfs-ckpt, add one
-entry).
+Sources (exactly one):
+  --hf-dir        a local HF directory (config.json + model.safetensors or pytorch_model.bin) of
+                  a DPTForDepthEstimation, DepthAnythingForDepthEstimation (V1/V2), ViTModel /
+                  ViTForImageClassification or ResNetModel / ResNetForImageClassification.
+  --newcrfs-ckpt  an official NeWCRFs checkpoint (model_nyu.ckpt, model_kittieigen.ckpt);
+                  --variant nyu|kitti sets max_depth (10 / 80 m), which the file does not hold.
+  --swin-ckpt     an ImageNet Swin checkpoint (microsoft layout, e.g.
+                  swin_large_patch4_window7_224_22k.pth, or a transformers Swin state dict);
+                  --window resizes the relative-position tables (NeWCRFs' 7 -> 12).
+
+Every source writes OUT/model.json + OUT/state/ (`dgr_jax/convert/checkpoint.py`), after
+checking the weights against the model that model.json describes. On success one JSON line is
+printed: out, prefix (where the weights go in a DepthModel), arrays/values written, kept_init,
+the model config and the source. Invalid inputs (missing or wrong file, unknown keys, shape
+mismatches) print `error: ...` to stderr and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 
-def _from_hf_dir(path: str) -> Any:
+
+def _from_hf_dir(args: argparse.Namespace) -> Any:
     from dgr_jax.convert.hf import convert_hf_dir
 
-    return convert_hf_dir(path)
+    return convert_hf_dir(args.hf_dir)
 
 
-# argparse destination -> (flag help, converter)
-SOURCES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "hf_dir": ("local HF transformers model directory (config.json + weights)", _from_hf_dir),
+def _from_newcrfs_ckpt(args: argparse.Namespace) -> Any:
+    from dgr_jax.convert.newcrfs import convert_newcrfs_checkpoint
+    from dgr_jax.convert.torch_layout import load_torch_file
+
+    sd = load_torch_file(args.newcrfs_ckpt)
+    return convert_newcrfs_checkpoint(sd, variant=args.variant, source=_file(args.newcrfs_ckpt))
+
+
+def _from_swin_ckpt(args: argparse.Namespace) -> Any:
+    from dgr_jax.convert.swin_timm import convert_swin_checkpoint
+    from dgr_jax.convert.torch_layout import load_torch_file
+
+    sd = load_torch_file(args.swin_ckpt)
+    return convert_swin_checkpoint(sd, window=args.window, source=_file(args.swin_ckpt))
+
+
+def _file(path: str) -> dict[str, str]:
+    import pathlib
+
+    return {"file": str(pathlib.Path(path).absolute())}
+
+
+@dataclass(frozen=True)
+class Source:
+    help: str
+    convert: Callable[[argparse.Namespace], Any]  # -> Converted | ConvertedWeights
+    options: tuple[str, ...] = ()  # option destinations that belong to this source
+
+
+SOURCES: dict[str, Source] = {
+    "hf_dir": Source("local HF transformers model directory (config.json + weights)", _from_hf_dir),
+    "newcrfs_ckpt": Source(
+        "official NeWCRFs checkpoint (.ckpt); needs --variant", _from_newcrfs_ckpt, ("variant",)
+    ),
+    "swin_ckpt": Source(
+        "ImageNet Swin checkpoint (.pth); optional --window", _from_swin_ckpt, ("window",)
+    ),
 }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dgr_jax.convert", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dgr_jax.convert",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    for dest, (help_text, _) in SOURCES.items():
-        source.add_argument(
-            "--" + dest.replace("_", "-"), dest=dest, metavar="PATH", help=help_text
-        )
+    for dest, src in SOURCES.items():
+        flag = "--" + dest.replace("_", "-")
+        source.add_argument(flag, dest=dest, metavar="PATH", help=src.help)
+    parser.add_argument("--variant", choices=("nyu", "kitti"), help="--newcrfs-ckpt: dataset")
+    parser.add_argument("--window", type=int, help="--swin-ckpt: target window (e.g. 7, 12)")
     parser.add_argument("--out", required=True, help="output directory (created)")
+    return parser
+
+
+def _summary(out: Any, weights: Any) -> dict[str, Any]:
+    leaves = [np.asarray(x) for x in _leaves(weights.tree)]
+    meta = json.loads((out / "model.json").read_text())
+    return {
+        "out": str(out),
+        "prefix": meta["prefix"],
+        "arrays": len(leaves),
+        "values": int(sum(x.size for x in leaves)),
+        "kept_init": meta["kept_init"],
+        "model": meta["model"],
+        "source": meta["source"],
+    }
+
+
+def _leaves(tree: Any):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _leaves(value)
+    else:
+        yield tree
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns 0, or exits with status 2 after a one-paragraph error."""
+    parser = _parser()
     args = parser.parse_args(argv)
-
-    from dgr_jax.convert.checkpoint import save_converted
-
     dest = next(d for d in SOURCES if getattr(args, d) is not None)
-    converted = SOURCES[dest][1](getattr(args, dest))
-    out = save_converted(args.out, converted)
-    print(json.dumps({"out": str(out), "prefix": list(converted.prefix), **converted.source}))
+    for other, src in SOURCES.items():
+        for option in src.options:
+            if other != dest and getattr(args, option) is not None:
+                parser.error(f"--{option} belongs to --{other.replace('_', '-')}")
+    if dest == "newcrfs_ckpt" and args.variant is None:
+        parser.error("--newcrfs-ckpt needs --variant nyu|kitti (sets max_depth)")
+
+    from dgr_jax.convert.checkpoint import Converted, save_converted
+
+    try:
+        converted = SOURCES[dest].convert(args)
+        weights = converted.weights() if isinstance(converted, Converted) else converted
+        out = save_converted(args.out, weights)
+    except (ValueError, KeyError, OSError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        parser.exit(2, f"error: {message}\n")
+    print(json.dumps(_summary(out, weights)), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,18 +1,26 @@
 """On-disk format of converted weights, and merging them into a model (ours).
 
-Layout written by `python -m dgr_jax.convert ... --out OUT` (`save_converted`):
+Every source of `python -m dgr_jax.convert` (HF directories, official NeWCRFs checkpoints,
+ImageNet Swin checkpoints) ends in `save_converted`, which writes:
 
     OUT/model.json   {"format": "dgr_jax.converted.v1",
                       "model":  the `config.model` sub-config that rebuilds the converted part
                                 (a full DepthModel config, or only {"encoder": {...}} for
-                                encoder conversions such as HF ViTModel / ResNetModel),
+                                encoder conversions: HF ViTModel / ResNetModel, ImageNet Swin),
                       "prefix": path of the converted module inside a DepthModel:
-                                [] for a DepthModel, ["encoder"] for a ResNet,
+                                [] for a DepthModel, ["encoder"] for a ResNet or Swin,
                                 ["encoder", "vit"] for a ViT backbone,
-                      "source": where it came from (HF class, directory)}
-    OUT/state/       orbax StandardCheckpointer directory holding the module's nnx.State
-                     (Params and BatchStats) as a nested dict of float32 arrays, with list
+                      "kept_init": variables of that module the source does not have (e.g.
+                                the Swin stage output norms of a classification checkpoint);
+                                they keep their fresh initialisation,
+                      "source": where it came from (file, HF class, variant)}
+    OUT/state/       orbax StandardCheckpointer directory holding the module's variables
+                     (Params and BatchStats) as a nested dict of float32 numpy arrays, list
                      indices as keys, relative to the module at `prefix`.
+
+Before writing, the weights are checked against the module that `model` builds (abstractly,
+no memory): same paths and shapes, nothing extra, nothing missing except `kept_init`. A
+converter therefore never writes a checkpoint that its own model.json cannot load.
 
 Loading (no torch needed):
 
@@ -20,67 +28,101 @@ Loading (no torch needed):
     model = build_model(config.model, rngs=...)
     merge_state(model, state)                # or: state = merge_state(nnx.state(model), state)
 
-The config given to train.py / eval.py must describe the converted architecture for every part
-that `state` covers (compare `config.model` with `model_cfg`); parts it does not cover (e.g. the
-decoder and head when only an encoder was converted) keep their fresh initialisation.
-`merge_state` raises a ValueError that lists every mismatching path otherwise.
+train.py / eval.py do this through `dgr_jax/weights.py` (`--config.init_from=OUT`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import pathlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from dgr_jax.models import build_encoder, build_model
 
 FORMAT = "dgr_jax.converted.v1"
+Path = tuple[str | int, ...]
+_MAX_LISTED = 10  # paths listed per kind of problem in error messages
+
+
+@dataclass
+class ConvertedWeights:
+    """What every converter produces: a nested pure dict and what is needed to rebuild it."""
+
+    tree: dict  # nested {name or list index: ... numpy array}, rooted at the module at `prefix`
+    model_cfg: dict[str, Any]  # `config.model`; only {"encoder": ...} for encoder conversions
+    prefix: tuple[str, ...] = ()  # where the module sits inside a DepthModel (() = all of it)
+    source: dict[str, Any] = field(default_factory=dict)  # provenance, written to model.json
+    kept_init: tuple[str, ...] = ()  # globs ("norms/*") of variables the source does not have
 
 
 @dataclass
 class Converted:
-    """What every converter returns: the module and what is needed to rebuild it."""
+    """A converted NNX module (HF converters build the module and load it themselves)."""
 
     module: nnx.Module
-    model_cfg: dict[str, Any]  # `config.model`; only {"encoder": ...} for encoder conversions
-    prefix: tuple[str, ...]  # where `module` sits inside a DepthModel (() = the DepthModel)
-    source: dict[str, Any] = field(default_factory=dict)  # provenance, written to model.json
+    model_cfg: dict[str, Any]
+    prefix: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def weights(self) -> ConvertedWeights:
+        tree = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(self.module)))
+        return ConvertedWeights(tree, self.model_cfg, tuple(self.prefix), dict(self.source))
 
 
 def _to_json(value: Any) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_to_json(v) for v in value]
     return value
 
 
-def save_converted(out_dir: str | pathlib.Path, converted: Converted) -> pathlib.Path:
-    """Write `converted` in the layout above; returns the absolute output directory."""
-    out = pathlib.Path(out_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": FORMAT,
-        "model": _to_json(converted.model_cfg),
-        "prefix": list(converted.prefix),
-        "source": _to_json(converted.source),
-    }
-    state = nnx.to_pure_dict(nnx.state(converted.module))
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(out / "state", state, force=True)
-    checkpointer.wait_until_finished()
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+def flatten(tree: Mapping, prefix: Path = ()) -> dict[Path, Any]:
+    """Nested dict -> {path tuple: leaf}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, (*prefix, key)))
+        else:
+            flat[(*prefix, key)] = value
+    return flat
 
 
-def _abstract_module(model_cfg: ml_collections.ConfigDict, prefix: list[str]) -> nnx.Module:
+def unflatten(flat: Mapping[Path, Any]) -> dict:
+    """{path tuple: leaf} -> nested dict (list indices stay int keys, as NNX pure dicts)."""
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
+
+
+def path_str(path: Sequence[str | int]) -> str:
+    return "/".join(map(str, path))
+
+
+def listing(title: str, items: Sequence[str]) -> list[str]:
+    """Error-message lines: a title with the count and the first few items."""
+    if not items:
+        return []
+    more = f" (first {_MAX_LISTED})" if len(items) > _MAX_LISTED else ""
+    return [f"  {title} ({len(items)}){more}:"] + [f"    {s}" for s in items[:_MAX_LISTED]]
+
+
+def _abstract_module(model_cfg: Mapping[str, Any], prefix: Sequence[str]) -> nnx.Module:
     """The converted module, built abstractly (shapes only) from its config."""
+    model_cfg = ml_collections.ConfigDict(_to_json(model_cfg))
     if prefix and prefix[0] == "encoder":
         module = nnx.eval_shape(lambda: build_encoder(model_cfg.encoder, rngs=nnx.Rngs(0)))
         rest = prefix[1:]
@@ -92,27 +134,118 @@ def _abstract_module(model_cfg: ml_collections.ConfigDict, prefix: list[str]) ->
     return module
 
 
+def check_weights(weights: ConvertedWeights) -> list[str]:
+    """Relative paths of the module left at init; raises ValueError if the weights do not fit.
+
+    The module is the one `weights.model_cfg` builds at `weights.prefix`. Every weight must be a
+    variable of it with the same shape; every variable must be given unless it matches one of
+    `weights.kept_init`.
+    """
+    module = _abstract_module(weights.model_cfg, weights.prefix)
+    want = {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(module))}
+    got = {path_str(p): v for p, v in flatten(weights.tree).items()}
+    unknown = sorted(set(got) - set(want))
+    shapes = [
+        f"{k}: weights {list(np.shape(got[k]))} vs model {list(want[k].shape)}"
+        for k in sorted(set(got) & set(want))
+        if tuple(np.shape(got[k])) != tuple(want[k].shape)
+    ]
+    absent = sorted(set(want) - set(got))
+    kept = [k for k in absent if any(fnmatch.fnmatch(k, g) for g in weights.kept_init)]
+    missing = sorted(set(absent) - set(kept))
+    if unknown or shapes or missing:
+        lines = [f"converted weights do not fit the model they describe ({weights.source}):"]
+        lines += listing("not in the model", unknown)
+        lines += listing("shape mismatch", shapes)
+        lines += listing("missing from the weights", missing)
+        raise ValueError("\n".join(lines))
+    return kept
+
+
+def save_converted(
+    out_dir: str | pathlib.Path, converted: Converted | ConvertedWeights
+) -> pathlib.Path:
+    """Check `converted` against its model and write it in the layout above.
+
+    Returns:
+        The absolute output directory.
+
+    Raises:
+        ValueError listing every path that does not fit (nothing is written then).
+    """
+    weights = converted.weights() if isinstance(converted, Converted) else converted
+    kept = check_weights(weights)
+    out = pathlib.Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    tree = jax.tree.map(lambda x: np.ascontiguousarray(x, np.float32), weights.tree)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(out / "state", tree, force=True)
+    checkpointer.wait_until_finished()
+    meta = {
+        "format": FORMAT,
+        "model": _to_json(weights.model_cfg),
+        "prefix": list(weights.prefix),
+        "kept_init": kept,
+        "source": _to_json(weights.source),
+    }
+    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def read_meta(ckpt_dir: str | pathlib.Path) -> dict[str, Any]:
+    """model.json of a converted checkpoint, after checking it is one."""
+    ckpt = pathlib.Path(ckpt_dir).absolute()
+    if not (ckpt / "model.json").is_file() or not (ckpt / "state").is_dir():
+        raise ValueError(
+            f"{ckpt}: not converted weights (no model.json and state/); "
+            "write them with python -m dgr_jax.convert ... --out DIR"
+        )
+    meta = json.loads((ckpt / "model.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{ckpt}: not a {FORMAT} checkpoint (format={meta.get('format')})")
+    return meta
+
+
+def _int_keys(tree: Mapping) -> dict:
+    """Orbax returns list indices as strings; NNX pure dicts have them as ints."""
+    return {
+        (int(k) if isinstance(k, str) and k.isdigit() else k): (
+            _int_keys(v) if isinstance(v, Mapping) else v
+        )
+        for k, v in tree.items()
+    }
+
+
 def load_converted(ckpt_dir: str | pathlib.Path) -> tuple[ml_collections.ConfigDict, nnx.State]:
     """Read a converted checkpoint.
 
     Returns:
-        (model_cfg, state): the `config.model` (sub-)config of the converted part, and its
-        nnx.State nested under the part's path in a DepthModel, ready for `merge_state`.
+        (model_cfg, state): the `config.model` (sub-)config of the converted part, and the
+        nnx.State of the variables it holds (Params, BatchStats; numpy arrays), nested under the
+        part's path in a DepthModel, ready for `merge_state`. Variables listed in `kept_init`
+        are not in `state`.
     """
     ckpt = pathlib.Path(ckpt_dir).absolute()
-    meta = json.loads((ckpt / "model.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{ckpt}: not a {FORMAT} checkpoint (format={meta.get('format')})")
-    model_cfg = ml_collections.ConfigDict(meta["model"])
-    abstract = nnx.state(_abstract_module(model_cfg, meta["prefix"]))
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(abstract)
-    )
-    restored = ocp.StandardCheckpointer().restore(ckpt / "state", target)
-    nnx.replace_by_pure_dict(abstract, restored)
+    meta = read_meta(ckpt)
+    checkpointer = ocp.StandardCheckpointer()
+    stored = checkpointer.metadata(ckpt / "state").item_metadata.tree
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored)
+    restored = flatten(_int_keys(checkpointer.restore(ckpt / "state", target)))
+    module = _abstract_module(meta["model"], meta["prefix"])
+    abstract = dict(nnx.to_flat_state(nnx.state(module)))
+    unknown = sorted(path_str(p) for p in restored if p not in abstract)
+    if unknown:
+        raise ValueError(
+            "\n".join(
+                [f"{ckpt}: state/ does not match model.json:"]
+                + listing("not in the model", unknown)
+            )
+        )
     prefix = tuple(meta["prefix"])
-    state = nnx.from_flat_state([(prefix + path, v) for path, v in nnx.to_flat_state(abstract)])
-    return model_cfg, state
+    state = nnx.from_flat_state(
+        [(prefix + p, abstract[p].replace(np.asarray(v))) for p, v in restored.items()]
+    )
+    return ml_collections.ConfigDict(meta["model"]), state
 
 
 def merge_state(target: nnx.Module | nnx.State, state: nnx.State) -> nnx.State:
@@ -133,7 +266,7 @@ def merge_state(target: nnx.Module | nnx.State, state: nnx.State) -> nnx.State:
     have = dict(nnx.to_flat_state(current))
     problems = []
     for path, var in nnx.to_flat_state(state):
-        name = "/".join(str(p) for p in path)
+        name = path_str(path)
         mine = have.get(path)
         if mine is None:
             problems.append(f"{name}: not in the model")

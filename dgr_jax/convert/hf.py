@@ -64,8 +64,15 @@ def convert_hf(hf_model: Any) -> Converted:
 
 def convert_hf_dir(path: str) -> Converted:
     """Load `config.json` + `model.safetensors`/`pytorch_model.bin` from a local directory."""
+    import pathlib
+
     import transformers
 
+    if not (pathlib.Path(path) / "config.json").is_file():
+        raise ValueError(
+            f"{path}: no config.json; expected a local HF model directory "
+            "(config.json + model.safetensors or pytorch_model.bin)"
+        )
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     archs = [a for a in (config.architectures or []) if a in _CONVERTERS]
     if not archs and config.model_type in _DEFAULT_CLASS:  # config.json without architectures

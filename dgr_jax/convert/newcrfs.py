@@ -1,4 +1,7 @@
-"""Official NeWCRFs checkpoints (aliyun/NeWCRFs) -> our `NeWCRFs` model, and the CLI part.
+"""Official NeWCRFs checkpoints (aliyun/NeWCRFs) -> a dgr_jax DepthModel's weights.
+
+    python -m dgr_jax.convert --newcrfs-ckpt model_nyu.ckpt --variant nyu --out W/newcrfs_nyu
+    python eval.py --config configs/nyu_newcrfs.py --workdir DIR --config.init_from=W/newcrfs_nyu
 
 Checkpoint layout [authors' code, read for key names only; d327bf7]: `model_nyu.ckpt` /
 `model_kittieigen.ckpt` are {"model": state_dict, ...} saved from a DataParallel /
@@ -12,24 +15,25 @@ DistributedDataParallel `NewCRFDepth`, so every key starts with `module.`:
   disp_head1.conv1.*                          disparity head
   mask_head.{0,2}.*                           only in the (unused upstream) "mask" up mode
 
-[ours] Rules map each key onto `NeWCRFs` ({"encoder": Swin, "decoder": NeWCRFsDecoder});
+[ours] Rules map each key onto the DepthModel that `build_model` makes of configs/nyu_newcrfs.py
+({"encoder": Swin, "decoder": NeWCRFsDecoder, "head": identity (no variables)});
 `infer_newcrfs_config` reads every width/depth/window from the weights, so a converted
-checkpoint rebuilds its model without guessing; `main(argv)` writes an orbax checkpoint.
+checkpoint rebuilds its model without guessing; `convert_newcrfs_checkpoint` returns what the CLI
+writes (`dgr_jax/convert/checkpoint.py` format, prefix [], i.e. the whole model).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path as FsPath
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from configs import common
-from dgr_jax.convert.swin_timm import infer_swin_config, load_torch_file, swin_rules
-from dgr_jax.convert.torch_layout import Rule, assign_pure_dict, map_state_dict, unflatten
+from dgr_jax.convert.checkpoint import ConvertedWeights
+from dgr_jax.convert.swin_timm import infer_swin_config, swin_rules
+from dgr_jax.convert.torch_layout import Rule, map_state_dict, unflatten
 
 _CRF_BLOCK = r"crf([0-3])\.crf_layer\.blocks\.(\d+)"
 # Official defaults we cannot read from the weights (NewCRFDepth.__init__, PSP/PPM).
@@ -87,9 +91,30 @@ def convert_newcrfs_state_dict(sd: Mapping[str, Any]) -> dict:
     return unflatten(map_state_dict(strip_wrappers(sd), newcrfs_rules()))
 
 
+# Keys every NewCRFDepth state dict has (whatever the Swin size).
+_SIGNATURE = ("backbone.patch_embed.proj.weight", "crf0.norm_crf.weight", "disp_head1.conv1.weight")
+
+
+def check_is_newcrfs(sd: Mapping[str, Any]) -> None:
+    """Raise a ValueError saying what the state dict looks like if it is not NeWCRFs'."""
+    missing = [k for k in _SIGNATURE if k not in sd]
+    if not missing:
+        return
+    hint = ""
+    if "patch_embed.proj.weight" in sd or any("patch_embeddings" in k for k in sd):
+        hint = " It looks like a Swin backbone: use --swin-ckpt."
+    first = sorted(sd)[:3]
+    raise ValueError(
+        f"not an official NeWCRFs (NewCRFDepth) checkpoint: no {missing[0]} "
+        f"(first keys: {first}).{hint}"
+    )
+
+
 def infer_newcrfs_config(sd: Mapping[str, Any], *, max_depth: float) -> dict[str, dict]:
-    """Encoder and decoder kwargs of `NeWCRFs` that match an official state dict."""
+    """Encoder and decoder kwargs (config.model.encoder / .decoder without names) of the model
+    that matches an official state dict."""
     sd = strip_wrappers(sd)
+    check_is_newcrfs(sd)
     enc = infer_swin_config(sd, "backbone.")
     swin = {
         "variant": "T",  # every field below overrides the variant table
@@ -128,121 +153,29 @@ def infer_newcrfs_config(sd: Mapping[str, Any], *, max_depth: float) -> dict[str
     return {"encoder": swin, "decoder": decoder}
 
 
-# The on-disk layout of converted weights shared with `dgr_jax/convert/checkpoint.py` (models
-# branch; TODO(merge): use its save_converted / load_converted and drop these two):
-#   OUT/model.json  {"format", "model": config.model (sub-)config, "prefix": path of the
-#                    converted module in a DepthModel, "source": provenance}
-#   OUT/state/      orbax StandardCheckpointer of the module's nested pure dict (int list keys)
-CONVERTED_FORMAT = "dgr_jax.converted.v1"
+def convert_newcrfs_checkpoint(
+    sd: Mapping[str, Any], *, variant: str, source: Mapping[str, Any] | None = None
+) -> ConvertedWeights:
+    """Official NeWCRFs checkpoint (state dict, wrapped or not) -> a whole DepthModel's weights.
 
-
-def save_converted_tree(
-    out: str,
-    tree: Mapping,
-    model_cfg: Mapping,
-    *,
-    prefix: Sequence[str] = (),
-    source: Mapping[str, Any] | None = None,
-) -> FsPath:
-    """Write a converted pure dict (rooted at the module at `prefix`) and its config."""
-    import orbax.checkpoint as ocp
-
-    root = FsPath(out).absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(root / "state", _np_leaves(tree), force=True)
-    ckptr.wait_until_finished()
-    meta = {
-        "format": CONVERTED_FORMAT,
-        "model": _jsonable(model_cfg),
-        "prefix": list(prefix),
-        "source": _jsonable(dict(source or {})),
-    }
-    (root / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return root
-
-
-def load_converted_tree(path: str) -> tuple[dict, dict]:
-    """Inverse of `save_converted_tree`: (nested pure dict with int list keys, meta)."""
-    import orbax.checkpoint as ocp
-
-    root = FsPath(path).absolute()
-    meta = json.loads((root / "model.json").read_text())
-    if meta.get("format") != CONVERTED_FORMAT:
-        raise ValueError(f"{root}: not a {CONVERTED_FORMAT} checkpoint")
-    return _int_keys(ocp.StandardCheckpointer().restore(root / "state")), meta
-
-
-def load_into_model(model, path: str) -> dict:
-    """Restore converted weights into `model` (a NeWCRFs or DepthModel) in place.
-
-    A whole-model conversion (prefix []) must cover every variable; a part (an ImageNet
-    Swin, prefix ["encoder"]) fills what it has and the rest keeps its initialisation.
-    Returns the stored meta data.
+    Args:
+        sd: e.g. `torch.load("model_nyu.ckpt")` or its state dict.
+        variant: "nyu" or "kitti": fixes `max_depth` (10 m / 80 m), which is not in the weights.
+        source: provenance written to model.json.
     """
-    tree, meta = load_converted_tree(path)
-    for name in reversed(meta["prefix"]):
-        tree = {name: tree}
-    assign_pure_dict(model, tree, allow_missing=["*"] if meta["prefix"] else [])
-    return meta
-
-
-def _np_leaves(tree: Mapping) -> dict:
-    return {
-        k: (_np_leaves(v) if isinstance(v, Mapping) else np.asarray(v)) for k, v in tree.items()
-    }
-
-
-def _int_keys(tree: Mapping) -> dict:
-    return {
-        (int(k) if str(k).isdigit() else k): (_int_keys(v) if isinstance(v, Mapping) else v)
-        for k, v in tree.items()
-    }
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`--newcrfs-ckpt FILE --variant nyu|kitti --out DIR`: official ckpt -> orbax params.
-
-    DIR/model.json holds the model config read from the weights ({"encoder": {"name": "swin",
-    ...}, "decoder": {"name": "newcrfs", ...}, "head": {"name": "identity"}}), DIR/state the
-    weights; `eval.py --config.init_from=DIR` restores them.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m dgr_jax.convert (newcrfs)")
-    parser.add_argument("--newcrfs-ckpt", required=True)
-    parser.add_argument("--variant", required=True, choices=sorted(VARIANT_MAX_DEPTH))
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    sd = strip_wrappers(load_torch_file(args.newcrfs_ckpt))
-    cfg = infer_newcrfs_config(sd, max_depth=VARIANT_MAX_DEPTH[args.variant])
-    pure = convert_newcrfs_state_dict(sd)
+    if variant not in VARIANT_MAX_DEPTH:
+        raise ValueError(f"variant must be one of {sorted(VARIANT_MAX_DEPTH)}, got {variant!r}")
+    sd = strip_wrappers(sd)
+    cfg = infer_newcrfs_config(sd, max_depth=VARIANT_MAX_DEPTH[variant])
     model_cfg = {
         "encoder": {"name": "swin", **cfg["encoder"]},
         "decoder": {"name": "newcrfs", **cfg["decoder"]},
+        "dgr": {"enabled": False},
         "head": {"name": "identity"},
     }
-    source = {"newcrfs_ckpt": str(FsPath(args.newcrfs_ckpt).absolute()), "variant": args.variant}
-    save_converted_tree(args.out, pure, model_cfg, source=source)
-    n = sum(np.size(v) for v in _leaves(pure))
-    print(f"wrote {args.out}: {n / 1e6:.1f}M values, model {json.dumps(_jsonable(model_cfg))}")
-
-
-def _leaves(tree: Mapping):
-    for v in tree.values():
-        if isinstance(v, Mapping):
-            yield from _leaves(v)
-        else:
-            yield v
-
-
-if __name__ == "__main__":
-    main()
+    return ConvertedWeights(
+        convert_newcrfs_state_dict(sd),
+        model_cfg,
+        prefix=(),
+        source={**dict(source or {}), "variant": variant},
+    )

@@ -11,20 +11,27 @@ Layouts [authors' code, read for key names only]:
   It is renamed to the microsoft layout first (q, k, v fused to qkv in [q | k | v] order).
 
 [ours] `convert_swin_state_dict` returns the nested pure dict of our Swin; `infer_swin_config`
-reads the architecture from the weights; `main(argv)` writes an orbax checkpoint of an
-ImageNet Swin for `config.init_from`. NeWCRFs' own loader (newcrf_utils.load_checkpoint) keeps
-the per-stage output norms at their init and resizes relative-position tables bicubically when
-the window differs (7 -> 12); `resize_bias_tables` does the same.
+reads the architecture from the weights; `convert_swin_checkpoint` returns what
+
+    python -m dgr_jax.convert --swin-ckpt swin_large_patch4_window7_224_22k.pth [--window 12] \
+        --out W/swin_l22k
+
+writes (prefix ["encoder"]) for `--config.init_from` of a DepthModel with a Swin encoder
+(configs/nyu_newcrfs.py, ...). NeWCRFs' own loader (newcrf_utils.load_checkpoint) keeps the
+per-stage output norms at their init and resizes relative-position tables bicubically when the
+window differs (7 -> 12); `resize_bias_tables` does the same, and the norms are recorded as
+`kept_init` in model.json.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from dgr_jax.convert.checkpoint import ConvertedWeights
 from dgr_jax.convert.torch_layout import Path, Rule, map_state_dict, to_numpy, unflatten
 
 _BLOCK = r"layers\.(\d+)\.blocks\.(\d+)"
@@ -136,7 +143,14 @@ def detect_layout(sd: Mapping[str, Any]) -> str:
         return "microsoft"
     if "layers.1.downsample.reduction.weight" in keys:
         raise ValueError("timm >= 0.9 Swin layout is not supported; use the microsoft .pth")
-    raise ValueError("cannot recognise the Swin state dict layout")
+    if any(k.removeprefix("module.").startswith("backbone.patch_embed.") for k in keys):
+        raise ValueError(
+            "this is a dense-prediction checkpoint with a Swin `backbone.` (NeWCRFs?); "
+            "use --newcrfs-ckpt for official NeWCRFs checkpoints"
+        )
+    raise ValueError(
+        f"not a Swin checkpoint (microsoft or transformers layout); first keys: {sorted(keys)[:3]}"
+    )
 
 
 def convert_swin_state_dict(
@@ -219,40 +233,32 @@ def resize_bias_tables(pure: dict, window: int) -> dict:
     return pure
 
 
-def load_torch_file(path: str) -> Mapping[str, Any]:
-    """torch.load a checkpoint on CPU (weights only); returns its state dict."""
-    import torch
+def convert_swin_checkpoint(
+    sd: Mapping[str, Any], *, window: int | None = None, source: Mapping[str, Any] | None = None
+) -> ConvertedWeights:
+    """ImageNet Swin state dict -> the weights of a DepthModel's Swin encoder (prefix encoder).
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(ckpt, Mapping) and key in ckpt and isinstance(ckpt[key], Mapping):
-            return ckpt[key]
-    return ckpt
+    Args:
+        sd: microsoft (`swin_*_224_22k.pth`) or transformers layout, wrapped or not.
+        window: target window size; relative-position tables are resized bicubically when it
+            differs from the checkpoint's (NeWCRFs' 7 -> 12). None keeps the checkpoint's.
+        source: provenance written to model.json.
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`--swin-ckpt FILE [--window 12] --out DIR`: ImageNet Swin -> orbax params for init_from.
-
-    Writes DIR/model.json ({"encoder": the Swin config}, prefix ["encoder"]) and DIR/state.
-    The per-stage output norms are not in classification checkpoints and keep their init.
+    The per-stage output norms (`norm0`..`norm3`) are not in classification checkpoints; they
+    are listed as `kept_init` and keep the model's LayerNorm init, as in NeWCRFs' loader.
     """
-    import argparse
-
-    from dgr_jax.convert.newcrfs import save_converted_tree
-
-    parser = argparse.ArgumentParser(prog="python -m dgr_jax.convert (swin)")
-    parser.add_argument("--swin-ckpt", required=True)
-    parser.add_argument("--window", type=int, default=0, help="target window (0: as the file)")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    sd = load_torch_file(args.swin_ckpt)
+    sd = sd.get("model", sd) if isinstance(sd.get("model"), Mapping) else sd
     layout = detect_layout(sd)
     ms = hf_to_microsoft(sd) if layout == "hf" else sd
     cfg = infer_swin_config(ms)
-    pure = convert_swin_state_dict(ms, layout="microsoft")
-    if args.window and args.window != cfg["window_size"]:
-        pure = resize_bias_tables(pure, args.window)
-        cfg["window_size"] = args.window
-    model_cfg = {"encoder": {"name": "swin", "variant": "T", **cfg}}  # fields override "T"
-    source = {"swin_ckpt": str(args.swin_ckpt), "layout": layout}
-    save_converted_tree(args.out, pure, model_cfg, prefix=("encoder",), source=source)
+    tree = convert_swin_state_dict(ms, layout="microsoft")
+    if window and window != cfg["window_size"]:
+        tree = resize_bias_tables(tree, window)
+        cfg["window_size"] = window
+    return ConvertedWeights(
+        tree,
+        {"encoder": {"name": "swin", "variant": "T", **cfg}},  # the fields override "T"
+        prefix=("encoder",),
+        source={**dict(source or {}), "layout": layout, "window": cfg["window_size"]},
+        kept_init=("norms/*",),
+    )

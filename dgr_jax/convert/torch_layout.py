@@ -9,7 +9,8 @@ or matches an explicit drop pattern (buffers such as `num_batches_tracked`), any
 an error that lists the keys. `assign_pure_dict` then checks the result against the model's
 own state: every variable filled, nothing extra, every shape equal.
 
-torch is never imported here; tensors are converted through `.numpy()` when present.
+`load_torch_file` reads a checkpoint with `torch.load(weights_only=True)` (torch is imported
+there, lazily, and nowhere else in this module); tensors are converted through `.numpy()`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-Path = tuple[str | int, ...]
+from dgr_jax.convert.checkpoint import Path, flatten, unflatten
+
 DROP = object()  # sentinel: the leaf is consumed but has no target
 
 
@@ -134,30 +136,8 @@ def map_state_dict(
             raise KeyError(f"two checkpoint keys map to {'/'.join(map(str, path))} (last: {key})")
         out[path] = np.asarray(get())
     if unexpected:
-        raise KeyError(f"{len(unexpected)} checkpoint keys have no target: {unexpected[:20]}")
+        raise KeyError(f"{len(unexpected)} checkpoint keys have no target, e.g. {unexpected[:10]}")
     return out
-
-
-def flatten(tree: Mapping, prefix: Path = ()) -> dict[Path, Any]:
-    """Nested dict -> {path tuple: leaf}."""
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            flat.update(flatten(v, (*prefix, k)))
-        else:
-            flat[(*prefix, k)] = v
-    return flat
-
-
-def unflatten(flat: Mapping[Path, Any]) -> dict:
-    """{path tuple: leaf} -> nested dict (list indices stay int keys, as NNX pure dicts)."""
-    tree: dict = {}
-    for path, v in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return tree
 
 
 def _fmt(path: Path) -> str:
@@ -206,3 +186,60 @@ def assign_pure_dict(
     }
     nnx.replace_by_pure_dict(state, unflatten(merged))
     nnx.update(model, state)
+
+
+def _numpy_globals() -> list:
+    """What pickled numpy arrays and scalars need under `weights_only=True`.
+
+    Training scripts store numpy values beside the state dict (NeWCRFs: `best_eval_steps`, an
+    int32 array); files written under numpy 1 name the reconstructors `numpy.core.*`.
+    """
+    core = np._core.multiarray
+    allowed = [np.ndarray, np.dtype, core._reconstruct, core.scalar]
+    allowed += [(core._reconstruct, "numpy.core.multiarray._reconstruct")]
+    allowed += [(core.scalar, "numpy.core.multiarray.scalar")]
+    allowed += [type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64)]
+    allowed += [type(np.dtype(t)) for t in (np.uint8, np.float16, np.float32, np.float64)]
+    return allowed
+
+
+def load_torch_file(path: str) -> Mapping[str, Any]:
+    """The state dict of a PyTorch checkpoint file, read on CPU without running pickled code.
+
+    Unwraps {"model": sd} and {"state_dict": sd}.
+
+    Raises:
+        ValueError: the file does not exist or is not a (weights-only loadable) torch file.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError, OSError) as e:
+        text = " ".join(str(e).split()) or type(e).__name__
+        # torch's message is a paragraph; the reason follows "WeightsUnpickler error:".
+        m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\. Please use| Check the doc|$)", text)
+        detail = m[1] if m else text
+        hint = ""
+        if "Unsupported global" in detail:
+            hint = (
+                "; it holds Python objects besides tensors, numbers and numpy arrays. If you "
+                "trust the file, re-save only its state dict: torch.save(torch.load(f, "
+                "weights_only=False)['model'], 'state_dict.pth')"
+            )
+        raise ValueError(
+            f"{path}: not a PyTorch checkpoint torch.load(weights_only=True) can read "
+            f"({detail[:200]}){hint}"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(ckpt, Mapping) and isinstance(ckpt.get(key), Mapping):
+            ckpt = ckpt[key]
+            break
+    if not isinstance(ckpt, Mapping) or not ckpt:
+        raise ValueError(f"{path}: holds no state dict (got {type(ckpt).__name__})")
+    return ckpt

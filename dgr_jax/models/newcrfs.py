@@ -1,4 +1,4 @@
-"""NeWCRFs depth decoder and the self-contained NeWCRFs model (Swin + decoder), Flax NNX.
+"""NeWCRFs depth decoder (and the identity head it needs), Flax NNX.
 
 What is whose:
 - [paper] Yuan et al., "Neural Window Fully-connected CRFs for Monocular Depth Estimation",
@@ -13,9 +13,10 @@ What is whose:
   "mask" upsampling (`upsample_mask`, `mask_head`) is dead code there but is kept here as an
   option ("mask"). `min_depth` and `inv_depth` are unused by the official forward.
 - [ours] NHWC; the decoder is registered as DECODERS["newcrfs"] and returns the depth itself
-  (B, H, W, 1) in metres (float32), so a DepthModel around it uses the "identity" head
-  registered here; `NeWCRFs` glues the Swin encoder and the decoder with the DepthModel call
-  signature and variable layout ({"encoder", "decoder"}), for parity runs and tests.
+  (B, H, W, 1) in metres (float32), so the DepthModel around it uses the "identity" head
+  registered here. The whole NeWCRFs network is `build_model(config.model)` of
+  configs/nyu_newcrfs.py (encoder "swin", decoder "newcrfs", head "identity"); its variables
+  ({"encoder", "decoder"}) are what `python -m dgr_jax.convert --newcrfs-ckpt` writes.
 
 DGR: with `dgr` settings (`config.model.dgr` without `enabled`; `positions` are encoder stage
 names), the decoder builds one DGR block per listed stage and applies it to that stage's map
@@ -37,7 +38,6 @@ from dgr_jax.models.dgr import DGR
 from dgr_jax.models.newcrfs_crf import NewCRF, conv3x3
 from dgr_jax.models.newcrfs_ops import convex_upsample, pixel_shuffle, resize_bilinear
 from dgr_jax.models.newcrfs_psp import PSPHead
-from dgr_jax.models.swin import Swin
 from dgr_jax.registry import DECODERS, HEADS
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
@@ -131,6 +131,7 @@ class NeWCRFsDecoder(nnx.Module):
 
     def __call__(self, feats: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
         """feats {"stage1".."stage4"} (B, H/s, W/s, C_s) -> depth (B, H, W, 1) in metres."""
+        _check_strides(feats)
         if self.dgr is not None:
             feats = {s: (self.dgr[s](f) if s in self.dgr else f) for s, f in feats.items()}
         run = nnx.remat(_run_crf) if self.remat else _run_crf
@@ -147,6 +148,17 @@ class NeWCRFsDecoder(nnx.Module):
         else:
             disp = resize_bilinear(disp, (UPSAMPLE * h, UPSAMPLE * w), align_corners=False)
         return (disp * self.max_depth).astype(jnp.float32)  # metres, float32 for losses
+
+
+def _check_strides(feats: Mapping[str, jax.Array]) -> None:
+    """Each level doubles the size of the one below (PixelShuffle(2)), as for H, W % 32 == 0."""
+    sizes = [tuple(feats[s].shape[1:3]) for s in STAGES]
+    for fine, coarse in zip(sizes, sizes[1:]):
+        if fine != (2 * coarse[0], 2 * coarse[1]):
+            raise ValueError(
+                f"NeWCRFs needs H and W divisible by 32 (stage sizes {sizes}); resize or pad the "
+                "input (NYU 480x640 and the KITTI KB crop 352x1216 are)"
+            )
 
 
 def _run_crf(crf: NewCRF, x: jax.Array, v: jax.Array) -> jax.Array:
@@ -190,65 +202,3 @@ class IdentityHead(nnx.Module):
         if x.shape[1:3] != tuple(out_size):
             raise ValueError(f"decoder output {x.shape[1:3]} != input size {tuple(out_size)}")
         return x.astype(jnp.float32)
-
-
-class NeWCRFs(nnx.Module):
-    """Swin encoder + NeWCRFs decoder (optionally with DGR on the encoder stages).
-
-    Same call signature as `DepthModel`: images (B, H, W, 3) ImageNet-normalised, H and W
-    multiples of 32 -> (depth (B, H, W, 1) in metres, aux dict). Its variables are laid out as
-    a DepthModel's ({"encoder": ..., "decoder": ...}), so converted weights fit both.
-    """
-
-    def __init__(
-        self,
-        encoder: Mapping[str, Any],
-        decoder: Mapping[str, Any],
-        *,
-        dgr: Mapping[str, Any] | None = None,
-        dgr_factory: DgrFactory | None = None,
-        rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        remat: bool = False,
-    ):
-        self.encoder = Swin(**encoder, rngs=rngs, dtype=dtype, remat=remat)
-        self.decoder = NeWCRFsDecoder(
-            self.encoder.out_channels,
-            **decoder,
-            dgr=dgr,
-            dgr_factory=dgr_factory,
-            rngs=rngs,
-            dtype=dtype,
-            remat=remat,
-        )
-
-    def __call__(
-        self, images: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        _, h, w, _ = images.shape
-        if h % 32 or w % 32:
-            raise ValueError(f"NeWCRFs needs H and W divisible by 32, got {h}x{w}")
-        feats = self.encoder(images, train=train, rngs=rngs)
-        return self.decoder(feats, train=train), {}
-
-
-def build_newcrfs(
-    model_cfg: Mapping[str, Any],
-    *,
-    rngs: nnx.Rngs,
-    dtype=jnp.float32,
-    remat: bool = False,
-    dgr_factory: DgrFactory | None = None,
-) -> NeWCRFs:
-    """Build `NeWCRFs` from a `config.model` ConfigDict / mapping.
-
-    Reads `encoder` (must name "swin") and `decoder` (must name "newcrfs") without their `name`
-    keys, and `dgr` (used when `dgr.enabled`; `dgr.positions` are encoder stage names).
-    """
-    enc = dict(model_cfg["encoder"])
-    dec = dict(model_cfg["decoder"])
-    if enc.pop("name") != "swin" or dec.pop("name") != "newcrfs":
-        raise ValueError("build_newcrfs needs encoder.name='swin' and decoder.name='newcrfs'")
-    dgr_cfg = dict(model_cfg.get("dgr") or {})
-    dgr = {k: v for k, v in dgr_cfg.items() if k != "enabled"} if dgr_cfg.get("enabled") else None
-    return NeWCRFs(enc, dec, dgr=dgr, dgr_factory=dgr_factory, rngs=rngs, dtype=dtype, remat=remat)
