@@ -163,7 +163,8 @@ def constant_baseline(evaluator) -> dict:
     depth = best_constant_depth(evaluator)
 
     def predict_fn(images):
-        return jax.numpy.full((*images.shape[:3], 1), depth, jax.numpy.float32)
+        # Derived from `images` so the output keeps the batch sharding (multi-process safe).
+        return jax.numpy.zeros_like(images[..., :1], jax.numpy.float32) + depth
 
     metrics = evaluator.run(jax.jit(predict_fn), out_dir=None)
     return {"depth": depth, **{k: v for k, v in metrics.items() if isinstance(v, float | int)}}
