@@ -163,8 +163,9 @@ def constant_baseline(evaluator) -> dict:
     depth = best_constant_depth(evaluator)
 
     def predict_fn(images):
-        # Derived from `images` so the output keeps the batch sharding (multi-process safe).
         return jax.numpy.zeros_like(images[..., :1], jax.numpy.float32) + depth
 
-    metrics = evaluator.run(jax.jit(predict_fn), out_dir=None)
+    # Sharded over "data" like a model's prediction, so multi-process evaluation sees its rows.
+    batch_sharding = jax.sharding.NamedSharding(evaluator.mesh, jax.sharding.PartitionSpec("data"))
+    metrics = evaluator.run(jax.jit(predict_fn, out_shardings=batch_sharding), out_dir=None)
     return {"depth": depth, **{k: v for k, v in metrics.items() if isinstance(v, float | int)}}
