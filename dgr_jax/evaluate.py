@@ -79,23 +79,18 @@ def summary_line(flat: dict) -> str:
     return " | ".join(parts) or "(no metrics)"
 
 
-def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
-) -> dict:
-    """eval.py: restore `which` (latest | best | STEP) or `config.init_from`, run config.evals.
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"):
+    """(model_def, mesh, state, state_shardings, step) from a checkpoint or `config.init_from`.
 
-    Writes <workdir>/eval/<name>/{metrics.json, report.md, per_image.csv, images/}.
+    Checkpoints under <workdir>/checkpoints win; without any, `config.init_from` (converted
+    weights) must provide every variable.
     """
     from dgr_jax import checkpoint, optim, sharding, steps, weights
 
     mesh = sharding.make_mesh(config.mesh)
     model_def = steps.model_def_from_config(config)
     tx, _ = optim.make_optimizer(config.optim, config.total_steps)
-
-    def init_fn():
-        return steps.init_state(model_def, tx, config.seed)
-
-    abstract = jax.eval_shape(init_fn)
+    abstract = jax.eval_shape(lambda: steps.init_state(model_def, tx, config.seed))
     state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if _has_steps(ckpt_dir):
@@ -123,6 +118,19 @@ def evaluate_checkpoint(
             f"nothing to evaluate: no checkpoints under {ckpt_dir} and no --config.init_from; "
             "train first (python train.py ...) or pass converted weights"
         )
+    return model_def, mesh, state, state_sh, step
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+) -> dict:
+    """eval.py: restore `which` (latest | best | STEP) or `config.init_from`, run config.evals.
+
+    Writes <workdir>/eval/<name>/{metrics.json, report.md, per_image.csv, images/}.
+    """
+    from dgr_jax import sharding
+
+    model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
     data_dir = config.data_dir or os.path.join(workdir, "data")
     evaluators = make_evaluators(config, data_dir, mesh)
     predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))

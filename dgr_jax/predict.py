@@ -1,0 +1,213 @@
+"""Predict depth for your own images.
+
+    python -m dgr_jax.predict --workdir runs/quickstart --input photo.jpg --output out/
+    python -m dgr_jax.predict --weights CONVERTED_DIR --input folder/ --output out/ --focal 518.8
+
+Per image `<name>` it writes:
+  <name>_depth.png   16-bit PNG, depth in millimetres (0 = no prediction; capped at 65.535 m)
+  <name>_color.png   colourised depth, for looking at
+  <name>.npy         float32 depth in metres at the input image's size
+  <name>.ply         with --focal: a coloured point cloud (pinhole, principal point at the
+                     image centre), in metres, camera frame x right / y down / z forward
+The model runs at the training size of the workdir's config (or, for --weights, the image size
+rounded to a multiple of 32); the image is resized to it and the depth back (bilinear). Files
+that cannot be read are reported by name and skipped; the others finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MM_PER_M = 1000.0
+
+
+def list_inputs(path: str) -> list[str]:
+    """One image path, or the image files of a folder (sorted)."""
+    if os.path.isdir(path):
+        return sorted(
+            os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES)
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--input {path!r} does not exist")
+    return [path]
+
+
+def write_ply(path: str, depth: np.ndarray, image: np.ndarray, focal: float) -> int:
+    """Back-project valid depth pixels to a binary little-endian PLY; returns the point count."""
+    h, w = depth.shape
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    z = depth[valid]
+    x = (u[valid] + 0.5 - w / 2.0) / focal * z
+    y = (v[valid] + 0.5 - h / 2.0) / focal * z
+    rgb = image[valid].astype(np.uint8)
+    vertex = np.empty(
+        len(z),
+        dtype=[
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("z", "<f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+        ],
+    )
+    vertex["x"], vertex["y"], vertex["z"] = x, y, z
+    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(z)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(vertex.tobytes())
+    return len(z)
+
+
+def _config_from_workdir(workdir: str, config_path: str | None):
+    import ml_collections
+
+    from dgr_jax import configlib
+
+    if config_path:
+        return configlib.load(config_path)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir} has no config.json; pass --config configs/X.py")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _config_from_weights(weights_dir: str):
+    import ml_collections
+
+    from configs import base
+    from dgr_jax.convert.checkpoint import read_meta
+
+    config = base.base_config()
+    config.model = ml_collections.ConfigDict(read_meta(weights_dir)["model"])
+    config.init_from = os.path.abspath(weights_dir)
+    config.evals = {}
+    return config
+
+
+class Predictor:
+    """Restored model + jitted flip-TTA prediction at a fixed model input size."""
+
+    def __init__(self, config, workdir: str, checkpoint: str, flip_tta: str):
+        import jax
+
+        from dgr_jax import evaluate, sharding
+        from dgr_jax.evaluators.tta import flip_blend
+
+        model_def, mesh, state, state_sh, self.step = evaluate.restore_for_inference(
+            config, workdir, checkpoint
+        )
+        self._predict = evaluate.make_predict_fn(model_def, state_sh, sharding.replicated(mesh))
+        self._state = state
+        self._flip = flip_tta
+
+        def tta(depth, depth_flipped):
+            return flip_blend(depth, depth_flipped, mode=flip_tta)
+
+        self._tta = jax.jit(tta)
+
+    def __call__(self, normalised: np.ndarray) -> np.ndarray:
+        """(H, W, 3) ImageNet-normalised -> (H, W) metres."""
+        batch = normalised[None]
+        depth = self._predict(self._state["params"], self._state["rest"], batch)
+        if self._flip != "none":
+            flipped = self._predict(self._state["params"], self._state["rest"], batch[:, :, ::-1])
+            depth = self._tta(depth, flipped)
+        return np.asarray(depth)[0, ..., 0]
+
+
+def _round32(n: int) -> int:
+    return max(32, int(round(n / 32.0)) * 32)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m dgr_jax.predict", description=__doc__.split("\n")[0]
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a training workdir (config.json + checkpoints)")
+    src.add_argument("--weights", help="converted weights (python -m dgr_jax.convert ...)")
+    p.add_argument(
+        "--config", default=None, help="config file instead of the workdir's config.json"
+    )
+    p.add_argument("--checkpoint", default="latest", help="latest | best | STEP (with --workdir)")
+    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument("--output", required=True, help="output folder (created)")
+    p.add_argument("--focal", type=float, default=None, help="focal length in pixels: write .ply")
+    p.add_argument("--flip_tta", default="blend", choices=("blend", "mean", "none"))
+    args = p.parse_args(argv)
+
+    from configs import common
+    from dgr_jax import viz
+
+    try:
+        inputs = list_inputs(args.input)
+        if args.workdir:
+            config = _config_from_workdir(args.workdir, args.config)
+            workdir = args.workdir
+        else:
+            config = _config_from_weights(args.weights)
+            workdir = args.output  # no checkpoints there: the weights are used
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input}", file=sys.stderr)
+        return 2
+    os.makedirs(args.output, exist_ok=True)
+    predictors: dict[tuple[int, int], Predictor] = {}
+    mean = np.asarray(common.IMAGENET_MEAN, np.float32)
+    std = np.asarray(common.IMAGENET_STD, np.float32)
+    written, skipped = 0, []
+    for path in inputs:
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            skipped.append(path)
+            print(f"skipped {path}: cannot read it as an image ({e})", file=sys.stderr)
+            continue
+        h, w = image.shape[:2]
+        if args.workdir:
+            size = tuple(int(s) for s in config.input.size)
+        else:
+            size = (_round32(h), _round32(w))
+        if size not in predictors:
+            with config.unlocked():
+                config.input.size = size
+            predictors[size] = Predictor(config, workdir, args.checkpoint, args.flip_tta)
+        model_in = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+        depth = predictors[size]((model_in.astype(np.float32) / 255.0 - mean) / std)
+        depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))
+        name = os.path.splitext(os.path.basename(path))[0]
+        stem = os.path.join(args.output, name)
+        mm = np.clip(np.round(depth * MM_PER_M), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+        Image.fromarray(mm).save(stem + "_depth.png")
+        viz.save_png(stem + "_color.png", viz.colorize(depth, *viz.depth_range(depth)))
+        np.save(stem + ".npy", depth.astype(np.float32))
+        if args.focal:
+            write_ply(stem + ".ply", depth, image, args.focal)
+        written += 1
+        print(f"{path} -> {stem}_depth.png ({depth.min():.2f}-{depth.max():.2f} m)")
+    print(f"{written} written, {len(skipped)} skipped")
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
