@@ -100,6 +100,19 @@ class MetricWriter:
         self._tb_event(step, values)
         self._tb.flush()
 
+    def write_image_files(self, step: int, eval_root: str, per_eval: int = 4) -> None:
+        """The first `per_eval` PNG panels of each <eval_root>/<name>/images as TB images."""
+        if not self.enabled or not os.path.isdir(eval_root):
+            return
+        images = {}
+        for name in sorted(os.listdir(eval_root)):
+            folder = os.path.join(eval_root, name, "images")
+            if os.path.isdir(folder):
+                for file in sorted(f for f in os.listdir(folder) if f.endswith(".png"))[:per_eval]:
+                    with Image.open(os.path.join(folder, file)) as im:
+                        images[f"eval/{name}/{file[:-4]}"] = np.asarray(im.convert("RGB"))
+        self.write_images(step, images)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -285,6 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 evaluators, predict, state, step=step, out_root=os.path.join(workdir, "eval")
             )
             writer.write_scalars(step, final_metrics, kind="eval")
+            writer.write_image_files(step, os.path.join(workdir, "eval"))
             _log(f"final eval step {step}: {evaluate.summary_line(final_metrics)}")
         if step not in ckpt.all_steps():
             save(step, final_metrics or None)
