@@ -82,20 +82,6 @@ STENCILS: dict[str, Stencil] = {
 }
 
 
-def _depthwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Depthwise cross-correlation with edge padding; kernel (kh, kw, 1, C)."""
-    kh, kw = kernel.shape[:2]
-    x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)), mode="edge")
-    return jax.lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(1, 1),
-        padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=x.shape[-1],
-    )
-
-
 def apply_stencil(x: jax.Array, name: str, kernels: Sequence[jax.Array] | None = None) -> jax.Array:
     """Response of stencil `name` on every channel of `x` (B, H, W, C) -> (B, H, W, C).
 
@@ -105,13 +91,13 @@ def apply_stencil(x: jax.Array, name: str, kernels: Sequence[jax.Array] | None =
         kernels: per-channel kernels (kh, kw, 1, C) replacing the fixed ones (learnable mode).
     """
     stencil = STENCILS[name]
-    channels = x.shape[-1]
-    if kernels is None:
-        kernels = [
-            jnp.broadcast_to(jnp.asarray(k, x.dtype)[:, :, None, None], (*k.shape, 1, channels))
-            for k in stencil.kernels
+    if kernels is None:  # fixed taps, shared by every channel
+        responses = [layers.depthwise_conv(x, k, pad_mode="edge") for k in stencil.kernels]
+    else:  # (kh, kw, 1, C) -> (kh, kw, C)
+        responses = [
+            layers.depthwise_conv(x, k[:, :, 0, :].astype(x.dtype), pad_mode="edge")
+            for k in kernels
         ]
-    responses = [_depthwise(x, k.astype(x.dtype)) for k in kernels]
     if not stencil.magnitude:
         return responses[0]
     return jnp.sqrt(sum(r * r for r in responses) + MAGNITUDE_EPS)
@@ -158,7 +144,7 @@ class DGR(nnx.Module):
             self.stencil_kernels = None
         self.se_reduce = nnx.Linear(wide, hidden, dtype=dtype, rngs=rngs)
         self.se_expand = nnx.Linear(hidden, wide, dtype=dtype, rngs=rngs)
-        self.spatial = layers.conv(wide, wide, 3, groups=wide, dtype=dtype, rngs=rngs)
+        self.spatial = layers.DepthwiseConv(wide, 3, dtype=dtype, rngs=rngs)
         zeros = nnx.initializers.zeros
         self.proj = layers.conv(wide, channels, 1, dtype=dtype, rngs=rngs, kernel_init=zeros)
 
