@@ -173,6 +173,38 @@ def resized_config(
 # --------------------------------------------------------------------------------------------
 # The train step as the trainer runs it.
 # --------------------------------------------------------------------------------------------
+def jitted_train_step(config: ml_collections.ConfigDict, model_def: steps.ModelDef | None = None):
+    """(jitted step with the state donated, init function of the state): the trainer's step."""
+    model_def = model_def or steps.model_def_from_config(config)
+    loss_fn = make_loss(config.loss)
+    tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
+    step = jax.jit(
+        steps.make_train_step(model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth),
+        donate_argnums=(0,),
+    )
+    return step, tx, (lambda: steps.init_state(model_def, tx, config.seed))
+
+
+def compile_abstract(config: ml_collections.ConfigDict):
+    """The config's train step compiled from shapes alone (no state is allocated)."""
+    step, _, init = jitted_train_step(config)
+    height, width = config.input.size
+    batch = {
+        "image": jax.ShapeDtypeStruct((config.batch_size, height, width, 3), jnp.float32),
+        "depth": jax.ShapeDtypeStruct((config.batch_size, height, width), jnp.float32),
+    }
+    return step.lower(jax.eval_shape(init), batch).compile()
+
+
+def memory_gib(compiled) -> dict[str, float] | None:
+    """XLA's memory analysis of a compiled step: arguments, outputs, temporaries, in GiB."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    fields = ("argument", "output", "alias", "temp")
+    return {f: round(getattr(stats, f"{f}_size_in_bytes") / 2**30, 3) for f in fields}
+
+
 @dataclasses.dataclass
 class TrainStep:
     """One compiled train step of a config on a fixed synthetic batch; `run()` blocks."""
@@ -191,26 +223,22 @@ class TrainStep:
         model_def: steps.ModelDef | None = None,
         params: dict | None = None,
         seed: int = 0,
+        compiler_options: dict[str, Any] | None = None,
     ) -> TrainStep:
-        """Build the config's step; `model_def`/`params` replace the config's model (converted)."""
-        model_def = model_def or steps.model_def_from_config(config)
-        loss_fn = make_loss(config.loss)
-        tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
-        state = jax.jit(lambda: steps.init_state(model_def, tx, config.seed))()
+        """Build the config's step; `model_def`/`params` replace the config's model (converted);
+        `compiler_options` are XLA debug options for this compilation only (e.g.
+        {"xla_cpu_experimental_ynn_fusion_type": ""})."""
+        step, tx, init = jitted_train_step(config, model_def)
+        state = jax.jit(init)()
         if params is not None:
-            state["params"], state["rest"] = params
+            # Copies: the step donates its state, and the caller may build several steps.
+            state["params"], state["rest"] = jax.tree.map(jnp.copy, params)
             state["opt_state"] = jax.jit(tx.init)(state["params"])
         max_depth = float(config.model.head.get("max_depth", common.NYU_MAX_DEPTH))
         host = synthetic_batch(config.batch_size, config.input.size, max_depth=max_depth, seed=seed)
         batch = {k: jnp.asarray(v) for k, v in host.items()}
-        step = jax.jit(
-            steps.make_train_step(
-                model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth
-            ),
-            donate_argnums=(0,),
-        )
         start = time.perf_counter()
-        compiled = step.lower(state, batch).compile()
+        compiled = step.lower(state, batch).compile(compiler_options=compiler_options)
         return cls(config, compiled, state, batch, time.perf_counter() - start)
 
     @property
@@ -232,3 +260,7 @@ class TrainStep:
     @property
     def images_per_step(self) -> int:
         return int(self.batch["image"].shape[0])
+
+    @property
+    def memory_gib(self) -> dict[str, float] | None:
+        return memory_gib(self.compiled)

@@ -89,7 +89,7 @@ def main() -> None:
 
     import torch
 
-    threads = os.cpu_count() or 1
+    threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     info = harness.machine_info()
 
