@@ -4,8 +4,11 @@
 
 Builds the config's synthetic dataset into a temporary dir (or reads `--data_dir`), then times
 the training iterator with the config's pp string. `headroom` = pipeline images/s over the
-images/s the config's train step consumes (measured here with the trainer when it is
-available).
+images/s the config's train step consumes (`train_images_per_s`: the trainer's step,
+benchmarks/harness.py TrainStep, on a fixed batch; at batch 2 with --quick, which the JSON
+says). Both share the 2 cores when training, so the script also runs the step fed by the
+pipeline through the trainer's prefetch thread (`train_with_pipeline_images_per_s`); the gap
+between the two rates is what the input pipeline really costs.
 
 Real-dataset shapes: it also builds a tiny fake NYU copy (480x640 JPEG RGB + 16-bit PNG depth,
 BTS layout) and a fake KITTI copy (375x1242 PNG RGB + sparse 16-bit PNG depth) with the real
@@ -18,9 +21,7 @@ from photos, so these rates are indicative. Prints one JSON object as the last l
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,7 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dgr_jax import configlib
+import jax
+
+from benchmarks import harness
+from dgr_jax import configlib, trainer
 from dgr_jax.data import datasets, fake_manual, pipeline
 
 # Fake copies shaped like the real datasets: (builder of the manual dir, its size argument).
@@ -80,6 +84,40 @@ def real_shaped_rates(quick: bool, workers: int) -> dict:
     return out
 
 
+def train_rates(config, source, quick: bool, workers: int) -> dict:
+    """Images/s of the config's train step alone and fed by the pipeline (prefetch thread)."""
+    batch = 2 if quick else config.batch_size
+    cfg = harness.resized_config(config, None, batch)
+    step = harness.TrainStep.create(cfg)
+    repeats = 2 if quick else 5
+    times = harness.time_interleaved({"step": step.run}, repeats=repeats)
+    alone = batch / (harness.median_ms(times["step"]) / 1e3)
+
+    it = pipeline.train_iterator(
+        source, pp=cfg.input.pp_train, global_batch=batch, seed=0, workers=workers
+    )
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    prefetch = trainer._Prefetcher(it, {"image": device, "depth": device}, cfg.input.prefetch)
+    try:
+        step.run(prefetch.next()[0])  # warm-up: worker start, first batches
+        steps = repeats + 1
+        start = time.perf_counter()
+        metrics = None
+        for _ in range(steps):  # the trainer's loop: dispatch, no per-step host sync
+            metrics = step.run(prefetch.next()[0], block=False)
+        jax.block_until_ready(metrics)
+        fed = steps * batch / (time.perf_counter() - start)
+    finally:
+        prefetch.close()
+    return {
+        "train_batch": batch,
+        "train_batch_note": "reduced from the config's batch for --quick" if quick else "config",
+        "train_images_per_s": round(alone, 2),
+        "train_with_pipeline_images_per_s": round(fed, 2),
+        "train_step_runs": harness.summary(times)["step"],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="a run under two minutes on 2 cores")
@@ -87,6 +125,7 @@ def main() -> None:
     p.add_argument("--data_dir", default="")
     p.add_argument("--workers", type=int, default=0)
     args = p.parse_args()
+    info = harness.machine_info()
     config = configlib.load(args.config)
     num_train = 64 if args.quick else 256
     build_args = dict(config.input.build)
@@ -100,7 +139,10 @@ def main() -> None:
     rate = pipeline_rate(
         source, config.input.pp_train, config.batch_size, 5.0 if args.quick else 20.0, args.workers
     )
+    train = train_rates(config, source, args.quick, args.workers)
     result = {
+        "benchmark": "input_pipeline",
+        "quick": args.quick,
         "config": args.config,
         "dataset": config.input.dataset,
         "image_size": list(config.input.size),
@@ -110,11 +152,11 @@ def main() -> None:
         "synthetic_build_s": round(build_s, 1),
         "synthetic_build_images": num_train + build_args.get("num_test", 0),
         **real_shaped_rates(args.quick, args.workers),
-        "headroom": None,
-        "train_images_per_s": None,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "headroom": round(rate / train["train_images_per_s"], 1),
+        **train,
+        **info,
     }
-    print(json.dumps(result))
+    harness.emit(result)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,15 @@ masses and the full 2-D squared cost; forward only, as the authors use it). It a
 far the entropic value is from the exact W2^2, and the magnitudes behind lambda_ot: SILog and
 OTDL values and the ratio of their gradient norms on predictions of increasing error.
 
+`step_overhead` = (train-step time with OTDL / without) - 1 on the main config: the trainer's
+step (benchmarks/harness.py TrainStep: model, SILog + OTDL, Adam, donated state) at the config's
+batch and input size, against the same step with `loss.terms.otdl = 0`, interleaved after
+warm-up, medians (with --quick: batch 2, fewer repeats; the JSON says so). The Sinkhorn loop
+runs until convergence, so its cost depends on the predictions; the steps train on one fixed
+synthetic batch from the randomly initialised model.
+
 The last line printed is one JSON object. POT is optional (benchmarks/requirements.txt); without
-it `exact_emd_ms` is null with a note. `step_overhead` (train-step time with OTDL / without - 1)
-needs the trainer and is null until one exists. Timings on a shared CPU are noisy.
+it `exact_emd_ms` is null with a note. Timings on a shared CPU are noisy.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from benchmarks import harness
 from configs import nyu_vit_dgr, synthetic_vit_dgr
 from dgr_jax.losses.depth import silog
 from dgr_jax.losses.ot import ot_masses, otdl, pixel_centres
@@ -139,7 +146,8 @@ def bench_config(cfg, quick: bool) -> dict:
         out["pointcloud_note"] = f"skipped: {points} points ({points**2 * 4 / 2**20:.0f} MiB cost)"
 
     # Agreement with exact OT on a few samples (the EMD is the slow part).
-    emd_samples = 2 if quick else 4
+    # The network simplex takes ~15 s per 60x80 sample on 2 cores: one sample in --quick there.
+    emd_samples = (2 if points <= POINTCLOUD_MAX_POINTS["quick"] else 1) if quick else 4
     values, emd_s, note = exact_emd(
         pred[:emd_samples], gt[:emd_samples], valid[:emd_samples], ot_kwargs["grid_size"]
     )
@@ -184,17 +192,47 @@ def calibration(cfg) -> dict:
     return {"lambda_ot": lam, "input": list(size), "levels": rows}
 
 
+def step_overhead(cfg, quick: bool) -> dict:
+    """Train-step time of `cfg` with and without its OTDL term, interleaved; medians."""
+    batch = 2 if quick else cfg.batch_size
+    with_ot = harness.resized_config(cfg, None, batch)
+    without = harness.resized_config(cfg, None, batch)
+    without.loss.terms.otdl = 0.0
+    sides = {"with_otdl": harness.TrainStep.create(with_ot)}
+    sides["without_otdl"] = harness.TrainStep.create(without)
+    times = harness.time_interleaved(
+        {name: s.run for name, s in sides.items()}, repeats=2 if quick else 5
+    )
+    with_ms, without_ms = (harness.median_ms(times[k]) for k in ("with_otdl", "without_otdl"))
+    return {
+        "step_overhead": round(with_ms / without_ms - 1.0, 4),
+        "step_overhead_setup": {
+            "config": "configs/synthetic_vit_dgr.py",
+            "batch": batch,
+            "batch_note": "reduced from the config's batch for --quick" if quick else "config",
+            "input": list(cfg.input.size),
+            "with_otdl_ms": with_ms,
+            "without_otdl_ms": without_ms,
+            "with_otdl_gflops": round((sides["with_otdl"].flops or 0) / 1e9, 1),
+            "without_otdl_gflops": round((sides["without_otdl"].flops or 0) / 1e9, 1),
+            "runs": harness.summary(times),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and EMD samples")
     args = parser.parse_args()
 
+    load_start = harness.load_average()
     main_cfg = synthetic_vit_dgr.get_config()
     results = {
         "benchmark": "otdl",
         "quick": args.quick,
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
+        "cpu": harness.cpu_model(),
         "num_cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "jax": jax.__version__,
@@ -212,10 +250,10 @@ def main() -> None:
         results["configs"][name] = bench_config(cfg, args.quick)
         print(f"{name}: {json.dumps(results['configs'][name])}", flush=True)
     results["grid_ms"] = results["configs"]["synthetic_vit_dgr"]["grid_ms"]
-    results["step_overhead"] = None
-    results["step_overhead_note"] = "needs the trainer (train step with / without OTDL); not yet"
     results["calibration"] = calibration(main_cfg)
-    print(json.dumps(results))
+    results.update(step_overhead(main_cfg, args.quick))
+    results["load_avg_start"] = load_start
+    harness.emit(results)
 
 
 if __name__ == "__main__":

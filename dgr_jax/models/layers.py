@@ -264,6 +264,39 @@ def _resize_axis(x: jax.Array, axis: int, idx: np.ndarray, weights: np.ndarray) 
     return out
 
 
+def _double_align_corners(x: jax.Array, axis: int) -> jax.Array:
+    """Bilinear x2 along `axis` with align_corners=True, from shifted slices (no gather).
+
+    With n inputs and 2n outputs the source of output o is o (n-1) / (2n-1), which gives, for
+    m = 0..n-1 and d = 2n - 1:
+        out[2m]     = (1 - m/d) x[m] + (m/d) x[m-1]
+        out[2m + 1] = (1 - (n-1-m)/d) x[m] + ((n-1-m)/d) x[m+1]
+    (the weight on the missing neighbour at either end is 0). These are the taps and weights
+    of `_linear_taps`; written with slices, forward and backward are elementwise and fuse,
+    where gathers and their scatter-add gradients cost 10x more on XLA:CPU (and force slow
+    transposes into the convolution weight gradients that read the result).
+    """
+    n = x.shape[axis]
+    if n == 1:
+        return jnp.concatenate([x, x], axis=axis)
+    d = 2 * n - 1
+    m = np.arange(n, dtype=np.float64)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    w_prev = jnp.asarray((m / d).reshape(shape), x.dtype)
+    w_next = jnp.asarray(((n - 1 - m) / d).reshape(shape), x.dtype)
+    first, last = (
+        jax.lax.slice_in_dim(x, 0, 1, axis=axis),
+        jax.lax.slice_in_dim(x, n - 1, n, axis=axis),
+    )
+    prev = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
+    even = (1 - w_prev) * x + w_prev * prev
+    odd = (1 - w_next) * x + w_next * nxt
+    out = jnp.stack([even, odd], axis=axis + 1)  # (..., n, 2, ...) -> (..., 2n, ...)
+    return out.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 1 :])
+
+
 def resize(
     x: jax.Array,
     size: Sequence[int],
@@ -287,6 +320,9 @@ def resize(
     for axis, n_in, n_out in ((1, in_h, out_h), (2, in_w, out_w)):
         if n_in == n_out:
             continue  # torch is the identity here as well
+        if method == "bilinear" and align_corners and n_out == 2 * n_in:
+            x = _double_align_corners(x, axis)  # DPT's upsampling: the common case
+            continue
         if method == "bilinear":
             idx, weights = _linear_taps(n_in, n_out, align_corners)
         elif method == "bicubic" and not align_corners:

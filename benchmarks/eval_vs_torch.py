@@ -1,0 +1,148 @@
+"""Evaluation throughput: our jit-compiled predict with flip TTA vs a PyTorch eager loop.
+
+    python benchmarks/eval_vs_torch.py [--quick]
+
+The same model on both sides (benchmarks/dpt_pair.py: transformers' DPTForDepthEstimation,
+ViT-S/16, fusion 128, random init, converted to JAX with the same weights), float32, in
+inference mode. Per batch of uint8 images, each side does what its evaluator does:
+
+  JAX (dgr_jax.evaluators.depth_eval): a jitted ImageNet normalisation that also returns the
+      mirrored batch, `steps.make_predict` jitted (as evaluate.make_predict_fn) called on both,
+      and `tta.flip_blend` (NeWCRFs' post_process_depth, mode "blend") jitted.
+  PyTorch (NeWCRFs eval.py style): under `torch.inference_mode()`, the same normalisation,
+      `model(x)`, `model(torch.flip(x, [3]))` and the same blend written in torch.
+
+Both return the blended depth of the batch; their agreement is printed
+(`blend_max_rel_diff`). Sides alternate after warm-up; medians of the repeats. Batch 8 (the
+evaluator's default) at 256x256; --quick: batch 4 at 224x224.
+
+JSON (last line): jax_images_per_s, torch_images_per_s, speedup (JAX over PyTorch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import dpt_pair, harness
+from configs import common
+from dgr_jax import steps
+from dgr_jax.evaluators.tta import flip_blend, flip_weights
+
+TTA_MODE = "blend"
+
+
+def jax_evaluate_fn(model_def: steps.ModelDef, params: dict, rest: dict):
+    """images uint8 (B, H, W, 3) -> blended depth (B, H, W); the evaluator's three jitted calls."""
+    mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
+
+    @jax.jit
+    def prepare(images):
+        x = (images.astype(jnp.float32) / 255.0 - mean) / std
+        return x, jnp.flip(x, axis=2)
+
+    predict = jax.jit(steps.make_predict(model_def))
+    blend = jax.jit(lambda p, pf: flip_blend(p[..., 0], pf[..., 0], TTA_MODE))
+
+    def evaluate(images):
+        x, x_flipped = prepare(images)
+        return jax.block_until_ready(
+            blend(predict(params, rest, x), predict(params, rest, x_flipped))
+        )
+
+    return evaluate
+
+
+def torch_evaluate_fn(model):
+    """The same pipeline in PyTorch eager mode; returns a numpy (B, H, W) depth."""
+    import torch
+
+    mean = torch.tensor(common.IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(common.IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    model.eval()
+    weights: dict[int, tuple] = {}
+
+    def evaluate(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float()  # NHWC -> NCHW
+            x = (x / 255.0 - mean) / std
+            pred = model(pixel_values=x).predicted_depth  # (B, H, W)
+            unflipped = torch.flip(model(pixel_values=torch.flip(x, [3])).predicted_depth, [2])
+            width = pred.shape[-1]
+            if width not in weights:
+                w_flipped, w_plain = (torch.from_numpy(np.array(w)) for w in flip_weights(width))
+                weights[width] = (w_flipped, w_plain)
+            w_flipped, w_plain = weights[width]
+            mean_pred = 0.5 * (pred + unflipped)
+            out = w_plain * pred + w_flipped * unflipped + (1.0 - w_flipped - w_plain) * mean_pred
+            return out.numpy()
+
+    return evaluate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 4 at 224x224, 3 repeats")
+    parser.add_argument("--batch", type=int, default=None, help="default 8 (4 with --quick)")
+    parser.add_argument("--size", type=int, default=None, help="default 256 (224 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 7 (3 with --quick)")
+    args = parser.parse_args()
+    batch = args.batch or (4 if args.quick else 8)
+    size = args.size or (224 if args.quick else 256)
+    repeats = args.repeats or (3 if args.quick else 7)
+
+    import torch
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    info = harness.machine_info()
+    hf = dpt_pair.torch_dpt("S", size)
+    model_def, (params, rest) = dpt_pair.to_jax(hf)
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    device_images = jnp.asarray(images)
+    jax_eval, torch_eval = jax_evaluate_fn(model_def, params, rest), torch_evaluate_fn(hf)
+
+    outputs = {"jax": jax_eval(device_images), "torch": torch_eval(images)}  # includes compiling
+    diff = np.max(np.abs(np.asarray(outputs["jax"]) - outputs["torch"]))
+    times = harness.time_interleaved(
+        {"jax": lambda: jax_eval(device_images), "torch": lambda: torch_eval(images)},
+        repeats=repeats,
+        warmup=0,
+    )
+    jax_ips = batch / (harness.median_ms(times["jax"]) / 1e3)
+    torch_ips = batch / (harness.median_ms(times["torch"]) / 1e3)
+    result = {
+        "benchmark": "eval_vs_torch",
+        "quick": args.quick,
+        "model": dpt_pair.describe("S"),
+        "params": dpt_pair.torch_params(hf),
+        "batch": batch,
+        "input": [size, size],
+        "dtype": "float32",
+        "flip_tta": TTA_MODE,
+        "threads": {"jax_xla_cpu": threads, "torch": torch.get_num_threads()},
+        "torch": torch.__version__,
+        "torch_attention": hf.config._attn_implementation,
+        "repeats": repeats,
+        "jax_images_per_s": round(jax_ips, 2),
+        "torch_images_per_s": round(torch_ips, 2),
+        "speedup": round(jax_ips / torch_ips, 3),
+        "blend_max_rel_diff": float(f"{diff / np.max(np.abs(outputs['torch'])):.2e}"),
+        "runs": harness.summary(times),
+        **info,
+    }
+    harness.emit(result)
+
+
+if __name__ == "__main__":
+    main()
