@@ -122,6 +122,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "num_images": -1,  # -1: the whole split
             "batch_size": 8,
             "pictures": (0, 1) if smoke else (0, 1, 2, 3),  # masks_<k>.png, comparison.png rows
+            "crop": "none",  # dgr_jax.evaluators.crops name; valid pixels lie inside it
             "min_depth": common.MIN_DEPTH_EVAL,
             "max_depth": common.NYU_MAX_DEPTH,
         }

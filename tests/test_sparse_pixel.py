@@ -158,11 +158,37 @@ def test_frozen_model_receives_no_gradient_and_stays_bitwise_unchanged(rbg_keys)
 
 
 # ----- Identical conditions ----------------------------------------------------------------------
-def test_arm_configs_differ_only_in_the_encoder():
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "configs/sparse_pixel_synthetic.py",
+        "configs/sparse_pixel_synthetic.py:smoke",
+        "configs/sparse_pixel_nyu.py",
+        "configs/sparse_pixel_nyu.py:smoke",
+    ],
+)
+def test_study_configs_name_two_arms_that_differ_only_in_the_encoder(spec):
+    config = configlib.load(os.path.join(ROOT, spec))
+    resolved = {
+        n: arms_lib.resolve_arm_config(
+            config.arms[n].config,
+            [*config.arm_overrides, *config.arms[n].overrides],
+            data_dir="/data",
+            mesh=config.mesh,
+        )
+        for n in config.arm_order
+    }
+    arms_lib.check_identical_conditions(resolved, config.arms_may_differ_in)
+    diffs = arms_lib.config_differences(*resolved.values())
+    assert diffs and {k.split(".")[1] for k, _, _ in diffs} == {"encoder"}
+    assert not resolved["transformer"].model.dgr.enabled  # the study motivates DGR
+    levels = sorted(config.sparsities)
+    assert len(levels) >= 5 and levels[0] == 0.0 and levels[-1] >= 0.9
+
+
+def test_a_loss_difference_between_the_arms_is_refused():
     vit = configlib.load(os.path.join(ROOT, "configs/synthetic_vit.py"))
     cnn = configlib.load(os.path.join(ROOT, "configs/synthetic_cnn.py"))
-    diffs = arms_lib.config_differences(vit, cnn)
-    assert diffs and {k.split(".")[1] for k, _, _ in diffs} == {"encoder"}
     arms_lib.check_identical_conditions({"t": vit, "c": cnn}, ("model.encoder",))
     with cnn.unlocked():
         cnn.loss.terms.otdl = 0.0

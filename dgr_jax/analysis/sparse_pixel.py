@@ -182,7 +182,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     depth_range = (float(config.test.min_depth), float(config.test.max_depth))
     first = frozen[order[0]].config
     test = study_eval.load_test_set(
-        first, config.test.split, config.test.num_images, first.data_dir, depth_range
+        first,
+        config.test.split,
+        config.test.num_images,
+        first.data_dir,
+        depth_range,
+        crop=config.test.crop,
     )
     classes = pixel_classes(test.rgb, test.gt, test.valid, **config.placement.classes.to_dict())
     eval_batch = -(-int(config.test.batch_size) // data_size) * data_size

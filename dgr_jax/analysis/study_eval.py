@@ -26,6 +26,8 @@ from dgr_jax.analysis.sparsity import (
     placement_stats,
 )
 from dgr_jax.data import datasets
+from dgr_jax.data.augment import resize as resize_op
+from dgr_jax.evaluators import crops
 from dgr_jax.evaluators.edges import compute_edge_metrics
 from dgr_jax.evaluators.metrics import compute_depth_metrics
 from dgr_jax.steps import ModelDef
@@ -40,9 +42,21 @@ class TestSet:
 
 
 def load_test_set(
-    arm_config, split: str, num_images: int, data_dir: str, depth_range: tuple[float, float]
+    arm_config,
+    split: str,
+    num_images: int,
+    data_dir: str,
+    depth_range: tuple[float, float],
+    crop: str = "none",
 ) -> TestSet:
-    """The arms' dataset's `split` as host arrays (images at the models' input size)."""
+    """The arms' dataset's `split` as host arrays at the models' input size.
+
+    Images of another size (smoke variants of real datasets) are resized with the `resize`
+    preprocessing op (image bilinear, depth nearest) and evaluated at the input size.
+
+    valid = min < gt < max (strict, the evaluator's) inside the evaluation crop `crop`
+    (`dgr_jax.evaluators.crops`: "none", "eigen" for NYU, ...).
+    """
     source = datasets.open_split(
         arm_config.input.dataset,
         split,
@@ -52,21 +66,20 @@ def load_test_set(
     )
     n = len(source) if num_images < 0 else min(num_images, len(source))
     size = tuple(arm_config.input.size)
+    resize = resize_op(*size)  # image bilinear, depth nearest
     rgb, gt, ids = [], [], []
     for i in range(n):
         rec = source[i]
-        image = np.asarray(rec["image"])
-        if image.shape[:2] != size:
-            raise ValueError(
-                f"test image {i} is {image.shape[:2]}, the arms' input size is {size}; the study "
-                "feeds test images unresized, so build the data at the model's input size"
-            )
-        rgb.append(image.astype(np.uint8))
-        gt.append(np.asarray(rec["depth"], np.float32))
+        ex = {"image": np.asarray(rec["image"]), "depth": np.asarray(rec["depth"], np.float32)}
+        if ex["image"].shape[:2] != size:  # only smoke variants (paper configs match)
+            ex = resize(ex, None)
+        rgb.append(ex["image"].astype(np.uint8))
+        gt.append(ex["depth"])
         value = rec.get("id", str(i))
         ids.append(value.decode() if isinstance(value, bytes) else str(value))
     gt_arr = np.stack(gt)
     valid = (gt_arr > depth_range[0]) & (gt_arr < depth_range[1])
+    valid &= crops.crop_mask(crop, *gt_arr.shape[1:])[None]
     return TestSet(np.stack(rgb), gt_arr, valid, ids)
 
 

@@ -174,7 +174,7 @@ def results_dict(
         "metrics_protocol": (
             f"Prediction from the full test image, clamped to [{config.test.min_depth:g}, "
             f"{config.test.max_depth:g}] m, valid = {config.test.min_depth:g} < gt < "
-            f"{config.test.max_depth:g}, no crop, no flip TTA; per-image metrics "
+            f"{config.test.max_depth:g}, crop {config.test.crop!r}, no flip TTA; per-image metrics "
             "(dgr_jax.evaluators compute_depth_metrics / compute_edge_metrics) averaged over "
             f"{len(test.ids)} images; SE = standard error of the paired per-image difference."
         ),
