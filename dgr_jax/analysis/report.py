@@ -87,10 +87,19 @@ def render_summary(r: dict) -> str:
     t, c = names
     out = [f"# Sparse-pixel study: {labels[t]} vs {labels[c]}", ""]
     out += [f"Command: `{r['command']}`", ""]
+    tm = r["timing"]
+    phases = ", ".join(
+        f"{name} {tm[key] / 60:.1f}"
+        for name, key in (
+            ("arms (training if needed, restore)", "arms_s"),
+            ("mask nets", "mask_training_s"),
+            ("evaluation", "evaluation_s"),
+            ("outputs", "outputs_s"),
+        )
+    )
     out += [
-        f"Run time: {r['timing']['total_s'] / 60:.1f} min in total "
-        f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in r['timing'].items() if k != 'total_s')})"
-        f"; {r['host']}.",
+        f"Run time: {tm['total_s'] / 60:.1f} min wall ({phases} min); process CPU time "
+        f"{tm['cpu_s'] / 60:.1f} min; {r['host']}.",
         "",
     ]
 
@@ -103,12 +112,16 @@ def render_summary(r: dict) -> str:
         )
     out += [_table(["arm", "model", "config", "workdir", "trained steps", "params"], rows), ""]
     cond = r["conditions"]
+    again = (
+        " and again on the configs the runs wrote (config.json)"
+        if cond["checked_trained_configs"]
+        else " (the runs' own config.json files were not all present to check again)"
+    )
     out += [
         "Identical conditions: the two arms' configs were compared key by key "
         f"({cond['num_keys']} keys: data, augmentation, loss, optimiser, schedule, decoder, "
-        f"head, evaluation) before training and again on the configs the runs wrote "
-        f"(config.json); they differ only under {', '.join(f'`{k}`' for k in cond['may_differ'])}"
-        f" ({cond['differing']}).",
+        f"head, evaluation) before training{again}; they differ only under "
+        f"{', '.join(f'`{k}`' for k in cond['may_differ'])} ({cond['differing']}).",
         "",
     ]
 
@@ -214,8 +227,9 @@ def render_summary(r: dict) -> str:
         "training-seed variation is not included and may be as large as the difference.",
         "",
     ]
-    if r.get("notes"):
-        out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    notes = [*r["conditions"].get("notes", []), *r.get("notes", [])]
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
 
 

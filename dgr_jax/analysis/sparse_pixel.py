@@ -41,7 +41,6 @@ import optax
 from dgr_jax import sharding
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.analysis import mask_training, study_eval, study_outputs
-from dgr_jax.analysis.sparsity import pixel_classes
 from dgr_jax.data import datasets, pipeline
 
 
@@ -72,8 +71,26 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
         _log(f"arm {name}: {config.arms[name].config} -> {dirs[name]}")
         arms_lib.ensure_trained(resolved[name], dirs[name], log=_log)
     written = {n: arms_lib.trained_config(dirs[n]) for n in order}
-    if all(w is not None for w in written.values()):
+    checked = all(w is not None for w in written.values())
+    if checked:
         arms_lib.check_identical_conditions(written, may_differ, "trained configs (config.json)")
+    notes = []
+    for name in order:  # a reused run may have been trained with other settings than asked
+        if written[name] is None:
+            continue
+        diffs = arms_lib.config_differences(resolved[name], written[name])
+        if any(k.startswith("model.") for k, _, _ in diffs):
+            raise ValueError(
+                f"arm {name}: the run in {dirs[name]} has another model than the study's config "
+                f"({', '.join(k for k, _, _ in diffs if k.startswith('model.'))}); point "
+                f"arms.{name}.workdir at a matching run or leave it empty"
+            )
+        if diffs:
+            notes.append(
+                f"arm {name} reuses {dirs[name]}, trained with settings other than the study "
+                f"config's (both arms alike): "
+                + ", ".join(f"{k}={vb!r} (config: {va!r})" for k, va, vb in diffs)
+            )
     differing = arms_lib.config_differences(resolved[order[0]], resolved[order[1]])
     frozen = {
         n: arms_lib.restore_frozen(n, config.arms[n].label, resolved[n], dirs[n], mesh)
@@ -83,7 +100,8 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
         "num_keys": len(keys),
         "may_differ": list(may_differ),
         "differing": ", ".join(k for k, _, _ in differing) or "nothing",
-        "checked_trained_configs": all(w is not None for w in written.values()),
+        "checked_trained_configs": checked,
+        "notes": notes,
     }
     return frozen, conditions
 
@@ -155,7 +173,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     """Run the whole study (module docstring) and write its outputs; returns the results."""
     if jax.process_count() > 1:
         raise RuntimeError("the sparse-pixel study runs in one process (any number of devices)")
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     timing: dict[str, float] = {}
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -189,7 +207,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
         depth_range,
         crop=config.test.crop,
     )
-    classes = pixel_classes(test.rgb, test.gt, test.valid, **config.placement.classes.to_dict())
+    classes = study_eval.pixel_classes_of(test, config.placement.classes.to_dict())
     eval_batch = -(-int(config.test.batch_size) // data_size) * data_size
     soft_fn = study_eval.soft_mask_fn(mask_def)  # one compilation for both arms
     per_arm = {
@@ -226,6 +244,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     )
     timing["outputs_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start
+    timing["cpu_s"] = time.process_time() - cpu_start  # all threads: less load-dependent
     results["timing"] = timing
     study_outputs.write_tables_and_summary(workdir, results)
     _log(f"sparse-pixel study done in {timing['total_s'] / 60:.1f} min: {workdir}")

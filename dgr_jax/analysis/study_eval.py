@@ -23,6 +23,7 @@ from dgr_jax.analysis.sparsity import (
     binarize_top_fraction,
     masked_input,
     normalise,
+    pixel_classes,
     placement_stats,
 )
 from dgr_jax.data import datasets
@@ -81,6 +82,17 @@ def load_test_set(
     valid = (gt_arr > depth_range[0]) & (gt_arr < depth_range[1])
     valid &= crops.crop_mask(crop, *gt_arr.shape[1:])[None]
     return TestSet(np.stack(rgb), gt_arr, valid, ids)
+
+
+def pixel_classes_of(test: TestSet, class_cfg: dict, chunk: int = 32) -> dict[str, np.ndarray]:
+    """`sparsity.pixel_classes` of the whole test set, computed `chunk` images at a time."""
+    parts = [
+        pixel_classes(
+            test.rgb[i : i + chunk], test.gt[i : i + chunk], test.valid[i : i + chunk], **class_cfg
+        )
+        for i in range(0, len(test.ids), chunk)
+    ]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def map_batches(fn: Callable, arrays: Sequence[np.ndarray], batch: int, batch_sh) -> np.ndarray:
