@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "variant": "S",
             "patch_size": 16,
             "readout": "project",
+            "pos_embed": "learned",
             "image_size": c.input.size,
         }
     )

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from model_helpers import abstract_call, materialize, max_rel_err, rngs
 
-from dgr_jax.models.vit import VARIANTS, ViTEncoder
+from dgr_jax.models.vit import VARIANTS, ViTEncoder, sincos_2d
 
 _STRIDES = {"stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}
 
@@ -50,6 +50,26 @@ def test_hidden_states_and_position_embedding_resize():
     emb = enc.vit.embeddings
     pos = emb._positions((2, 3))
     np.testing.assert_array_equal(pos, emb.position_embeddings[...])
+
+
+def test_sincos2d_position_embeddings_are_fixed_and_follow_the_grid():
+    enc = materialize(lambda: _encoder(pos_embed="sincos2d"))
+    emb = enc.vit.embeddings
+    assert emb.position_embeddings is None  # nothing to learn, nothing in checkpoints
+    assert not any("position" in str(path) for path, _ in nnx.to_flat_state(nnx.state(enc)))
+    pos = emb._positions((2, 3))
+    assert pos.shape == (1, 1 + 6, 32)
+    np.testing.assert_array_equal(pos[0, 0], 0.0)  # class token
+    # Patch (row 1, col 2): x = 2 in the first half of the features, y = 1 in the second.
+    omega = 1.0 / 10_000.0 ** (np.arange(8) / 8)
+    want = np.concatenate([np.sin(2 * omega), np.cos(2 * omega), np.sin(omega), np.cos(omega)])
+    np.testing.assert_allclose(pos[0, 1 + 1 * 3 + 2], want, rtol=1e-6, atol=1e-6)
+    # Another input size gets its own grid's embeddings, not a resize of the stored grid.
+    np.testing.assert_array_equal(emb._positions((4, 4))[:, 1:], sincos_2d((4, 4), 32))
+    out = nnx.jit(lambda m, x: m(x))(enc.vit, jnp.ones((1, 64, 64, 3)))
+    assert np.isfinite(np.asarray(out.last_hidden_state)).all()
+    with pytest.raises(ValueError, match="pos_embed"):
+        nnx.eval_shape(lambda: _encoder(pos_embed="rope"))
 
 
 def test_dinov2_options_patch14_layer_scale_and_normed_features():

@@ -5,6 +5,10 @@
 position embeddings, pre-norm blocks with exact GELU. Position embeddings are stored for the
 grid of `image_size` and resized (bilinearly, as HF DPT; or bicubically, as HF ViTModel's
 `interpolate_pos_encoding`) to any input whose sides are multiples of the patch size.
+`pos_embed="sincos2d"` uses fixed 2-D sine-cosine embeddings instead (computed for the input's
+grid; the class token gets zeros), as big_vision does for ViTs trained from scratch (Beyer et
+al., "Better plain ViT baselines", 2022): with little data and few steps a learned embedding
+is one more thing to learn, and the depth prior of a room is mostly position.
 The encoder "vit" = backbone + DPT's reassemble stage (Ranftl et al., ICCV 2021): tokens of four
 layers -> readout (ignore/add/project) -> 1x1 projection -> resampling to strides 4/8/16/32, so
 it returns {"stage1".."stage4"} like every encoder (design.md). Submodule names follow HF
@@ -60,8 +64,26 @@ class ViTOutput(NamedTuple):
     hidden_states: tuple[jax.Array, ...]  # depth+1 entries: embeddings, then each block's output
 
 
+def sincos_2d(grid: tuple[int, int], width: int, temperature: float = 10_000.0) -> jax.Array:
+    """Fixed 2-D position embeddings (1, h*w, width): [sin x, cos x, sin y, cos y] features,
+    each at width/4 frequencies temperature^(-k / (width/4)), x and y in patch units."""
+    if width % 4:
+        raise ValueError(f"sincos2d position embeddings need a width divisible by 4, got {width}")
+    quarter = width // 4
+    omega = 1.0 / temperature ** (jnp.arange(quarter, dtype=jnp.float32) / quarter)
+    y, x = jnp.meshgrid(
+        jnp.arange(grid[0], dtype=jnp.float32),
+        jnp.arange(grid[1], dtype=jnp.float32),
+        indexing="ij",
+    )
+    ax = x.reshape(-1, 1) * omega  # (h*w, width/4)
+    ay = y.reshape(-1, 1) * omega
+    return jnp.concatenate([jnp.sin(ax), jnp.cos(ax), jnp.sin(ay), jnp.cos(ay)], axis=1)[None]
+
+
 class ViTEmbeddings(nnx.Module):
-    """Class token + linear patch embedding (einops patchify) + resized position embeddings."""
+    """Class token + linear patch embedding (einops patchify) + position embeddings (learned and
+    resized, or fixed sincos2d)."""
 
     def __init__(
         self,
@@ -70,24 +92,35 @@ class ViTEmbeddings(nnx.Module):
         image_size: Sequence[int],
         *,
         pos_embed_interp: str,
+        pos_embed: str = "learned",
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
         if image_size[0] % patch_size or image_size[1] % patch_size:
             raise ValueError(f"image_size {tuple(image_size)} not divisible by patch {patch_size}")
+        if pos_embed not in ("learned", "sincos2d"):
+            raise ValueError(f"pos_embed must be 'learned' or 'sincos2d', got {pos_embed!r}")
         self.patch_size = patch_size
         self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
         self.pos_embed_interp = pos_embed_interp
         self.dtype = dtype
         num_pos = 1 + self.grid[0] * self.grid[1]
         self.cls_token = nnx.Param(_EMBED_INIT(rngs.params(), (1, 1, width)))
-        self.position_embeddings = nnx.Param(_EMBED_INIT(rngs.params(), (1, num_pos, width)))
+        self.width = width
+        self.position_embeddings = (
+            nnx.Param(_EMBED_INIT(rngs.params(), (1, num_pos, width)))
+            if pos_embed == "learned"
+            else None
+        )
         # A patch is flattened in (row, column, channel) order: kernel (p*p*3, D).
         self.projection = nnx.Linear(
             patch_size * patch_size * 3, width, dtype=dtype, kernel_init=_XAVIER, rngs=rngs
         )
 
     def _positions(self, grid: tuple[int, int]) -> jax.Array:
+        if self.position_embeddings is None:  # sincos2d: zeros for the class token
+            patch_pos = sincos_2d(grid, self.width)
+            return jnp.concatenate([jnp.zeros((1, 1, self.width), patch_pos.dtype), patch_pos], 1)
         pos = self.position_embeddings[...]
         if grid == self.grid:
             return pos
@@ -200,6 +233,7 @@ class ViT(nnx.Module):
         qkv_bias: bool = True,
         layer_scale: float | None = None,
         pos_embed_interp: str = "bilinear",
+        pos_embed: str = "learned",
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
@@ -210,6 +244,7 @@ class ViT(nnx.Module):
             patch_size,
             image_size,
             pos_embed_interp=pos_embed_interp,
+            pos_embed=pos_embed,
             dtype=dtype,
             rngs=rngs,
         )
@@ -321,6 +356,8 @@ class ViTEncoder(nnx.Module):
         reassemble_factors: resampling of the 4 token maps (x4, x2, x1, x0.5 for patch 16).
         layer_norm_eps: 1e-6 (timm/big_vision) for models trained here; HF DPT uses 1e-12.
         pos_embed_interp: "bilinear" (HF DPT) or "bicubic" (HF ViTModel, DINOv2).
+        pos_embed: "learned" (ViT, DPT, converted checkpoints) or "sincos2d" (fixed; big_vision's
+            choice for training from scratch).
         layer_scale: initial LayerScale gain (DINOv2: 1.0), None for plain ViT blocks.
         norm_features: apply the final LayerNorm to the tapped tokens (DINOv2 backbones).
         Other size arguments override the variant's.
@@ -347,6 +384,7 @@ class ViTEncoder(nnx.Module):
         layer_scale: float | None = None,
         norm_features: bool = False,
         pos_embed_interp: str = "bilinear",
+        pos_embed: str = "learned",
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
@@ -381,6 +419,7 @@ class ViTEncoder(nnx.Module):
             qkv_bias=qkv_bias,
             layer_scale=layer_scale,
             pos_embed_interp=pos_embed_interp,
+            pos_embed=pos_embed,
             dtype=dtype,
             remat=remat,
             rngs=rngs,
