@@ -2,8 +2,8 @@
 
     python benchmarks/dgr_overhead.py [--quick]
 
-Configs: configs/synthetic_vit_dgr.py (ViT-S/16, fusion 128, 240x320, batch 8) and
-configs/nyu_vit_dgr.py (ViT-B/16, fusion 256, 480x640), each as is and with
+Configs: configs/synthetic_vit_dgr.py with its encoder set to ViT-S/16 (its decoder, 128x160,
+batch 8) and configs/nyu_vit_dgr.py (ViT-B/16, fusion 256, 480x640), each as is and with
 `model.dgr.enabled = False`. For each:
   params          trainable parameters (abstract build, nothing runs).
   forward_gflops  XLA cost analysis of the inference forward pass at batch 1
@@ -37,10 +37,11 @@ from benchmarks import harness
 from configs import nyu_vit_dgr, synthetic_vit_dgr
 from dgr_jax.models import build_model, summary
 
-# name -> (config module, (size, batch) full, (size, batch) quick); None keeps the config's.
+# name -> (config module, (size, batch) full, (size, batch) quick, encoder overrides); None keeps
+# the config's.
 CASES = {
-    "vit_s": (synthetic_vit_dgr, (None, None), (None, 1)),
-    "vit_b": (nyu_vit_dgr, (None, 2), ((128, 160), 1)),
+    "vit_s": (synthetic_vit_dgr, (None, None), (None, 1), {"variant": "S"}),
+    "vit_b": (nyu_vit_dgr, (None, 2), ((128, 160), 1), {}),
 }
 
 
@@ -60,9 +61,10 @@ def count_params(config: ml_collections.ConfigDict) -> int:
     return summary.count_params(model)
 
 
-def bench_case(module, size_batch, quick: bool) -> dict:
+def bench_case(module, size_batch, quick: bool, encoder: dict) -> dict:
     size, batch = size_batch
     base = harness.resized_config(module.get_config(), size, batch)
+    base.model.encoder.update(encoder)
     configs = variants(base)
     out: dict = {
         "config": f"configs/{module.__name__.rsplit('.', 1)[-1]}.py",
@@ -104,8 +106,8 @@ def main() -> None:
     result = {"benchmark": "dgr_overhead", "quick": args.quick, "dtype": str(jnp.float32.dtype)}
     result.update(harness.machine_info())
     for name in args.cases.split(","):
-        module, full, quick = CASES[name]
-        result[name] = bench_case(module, quick if args.quick else full, args.quick)
+        module, full, quick, encoder = CASES[name]
+        result[name] = bench_case(module, quick if args.quick else full, args.quick, encoder)
         print(f"{name}: {result[name]}", flush=True)
     harness.emit(result)
 

@@ -51,15 +51,8 @@ POINTCLOUD_MAX_POINTS = {"quick": 1200, "full": 4800}
 
 def synthetic_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A smooth indoor-like depth map in [0.5, 10] m: floor/wall ramp, boxes, low-freq bumps."""
-    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
-    far = rng.uniform(4.0, 9.0)
-    depth = 1.0 + (far - 1.0) * (1.0 - yy) ** 1.5 + rng.uniform(-1, 1) * xx
-    for _ in range(rng.integers(2, 5)):
-        cy, cx = rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.9)
-        hy, hx = rng.uniform(0.05, 0.25), rng.uniform(0.05, 0.25)
-        box = (np.abs(yy - cy) < hy) & (np.abs(xx - cx) < hx)
-        depth = np.where(box, np.minimum(depth, rng.uniform(0.6, 4.0) + 0.5 * (yy - cy)), depth)
-    depth += 2.0 * gaussian_filter(rng.standard_normal((height, width)), height / 30)
+    depth = harness.smooth_depth(rng, height, width, max_depth=10.0)
+    depth = depth + 2.0 * gaussian_filter(rng.standard_normal((height, width)), height / 30)
     return np.clip(depth, 0.5, 10.0).astype(np.float32)
 
 

@@ -107,3 +107,19 @@ def test_bfloat16_compute_keeps_float32_params():
     feats = nnx.eval_shape(lambda m, x: m(x), enc, jnp.zeros((1, 32, 32, 3)))
     assert feats["stage1"].dtype == jnp.bfloat16
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(enc, nnx.Param)))
+
+
+def test_conv_stem_replaces_patchify_and_keeps_the_token_grid():
+    enc = materialize(lambda: _encoder(stem="conv", pos_embed="sincos2d", patch_size=8))
+    emb = enc.vit.embeddings
+    assert emb.projection is None and len(emb.stem.convs) == 3  # 8 = 2^3: three stride-2 convs
+    assert [c.out_features for c in emb.stem.convs] == [8, 16, 32]  # doubling up to the width
+    x = jax.random.normal(jax.random.key(1), (2, 32, 48, 3))
+    tokens = nnx.jit(lambda e, x: e(x))(emb, x)
+    assert tokens.shape == (2, 1 + 4 * 6, 32)
+    # Locality: a pixel change moves only the tokens whose receptive field holds it.
+    y = x.at[:, 0, 0].add(10.0)
+    changed = np.abs(np.asarray(nnx.jit(lambda e, x: e(x))(emb, y) - tokens)).max(-1) > 0
+    assert changed[:, 1].all() and not changed[:, 2:].any()
+    with pytest.raises(ValueError, match="power-of-two"):
+        nnx.eval_shape(lambda: _encoder(stem="conv", patch_size=14, image_size=(28, 28)))

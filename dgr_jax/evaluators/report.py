@@ -65,14 +65,16 @@ def protocol_in_words(protocol: dict[str, Any]) -> str:
         if protocol.get("kb_crop")
         else ""
     )
+    crop = protocol["crop"]
+    where = "" if crop == "none" else f" and they lie inside the {CROP_WORDS.get(crop, crop)}"
     return (
         f"{protocol['num_images']} images of `{protocol['dataset']}` split "
         f"`{protocol['split']}`. {kb}Predictions were made with "
         f"{TTA_WORDS.get(protocol['flip_tta'], protocol['flip_tta'])}; resizing: "
         f"{protocol['resize']}. Predictions were clamped to [{protocol['min_depth']:g}, "
         f"{protocol['max_depth']:g}] m (NaN -> min, inf -> max); pixels count when "
-        f"{protocol['min_depth']:g} < gt < {protocol['max_depth']:g} m (strict) and they lie "
-        f"inside the {CROP_WORDS.get(protocol['crop'], protocol['crop'])}. Metrics are computed "
+        f"{protocol['min_depth']:g} < gt < {protocol['max_depth']:g} m (strict)"
+        f"{where}. Metrics are computed "
         "per image over its valid pixels and averaged over images (BTS/NeWCRFs convention); "
         "silog = 100 sqrt(mean(e^2) - mean(e)^2), e = log p - log g."
     )

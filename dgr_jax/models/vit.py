@@ -9,6 +9,10 @@ grid of `image_size` and resized (bilinearly, as HF DPT; or bicubically, as HF V
 grid; the class token gets zeros), as big_vision does for ViTs trained from scratch (Beyer et
 al., "Better plain ViT baselines", 2022): with little data and few steps a learned embedding
 is one more thing to learn, and the depth prior of a room is mostly position.
+`stem="conv"` replaces the patchify projection by the convolutional stem of Xiao et al.
+("Early convolutions help transformers see better", NeurIPS 2021): log2(patch) 3x3 stride-2
+convolutions (channels doubling up to the width, each + LayerNorm + ReLU) and a 1x1 projection,
+which they show makes ViT optimisation faster and far less sensitive to the learning rate.
 The encoder "vit" = backbone + DPT's reassemble stage (Ranftl et al., ICCV 2021): tokens of four
 layers -> readout (ignore/add/project) -> 1x1 projection -> resampling to strides 4/8/16/32, so
 it returns {"stage1".."stage4"} like every encoder (design.md). Submodule names follow HF
@@ -81,6 +85,33 @@ def sincos_2d(grid: tuple[int, int], width: int, temperature: float = 10_000.0) 
     return jnp.concatenate([jnp.sin(ax), jnp.cos(ax), jnp.sin(ay), jnp.cos(ay)], axis=1)[None]
 
 
+class ConvStem(nnx.Module):
+    """(B, H, W, 3) -> (B, H/p, W/p, width): log2(p) x [3x3 stride-2 conv, LayerNorm, ReLU] with
+    channels width/2^(n-1) .. width, then a 1x1 conv (Xiao et al. 2021)."""
+
+    def __init__(self, width: int, patch_size: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        n = patch_size.bit_length() - 1
+        if patch_size != 2**n or n < 1:
+            raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
+        channels = [max(width >> (n - 1 - i), 8) for i in range(n)]
+        ins = [3, *channels[:-1]]
+        self.convs = nnx.List(
+            [
+                layers.conv(c_in, c, 3, stride=2, dtype=dtype, rngs=rngs)
+                for c_in, c in zip(ins, channels, strict=True)
+            ]
+        )
+        self.norms = nnx.List(
+            [nnx.LayerNorm(c, epsilon=1e-6, dtype=dtype, rngs=rngs) for c in channels]
+        )
+        self.projection = layers.conv(channels[-1], width, 1, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = jax.nn.relu(norm(conv(x)))  # (B, H, W, C) -> (B, H/2, W/2, C')
+        return self.projection(x)
+
+
 class ViTEmbeddings(nnx.Module):
     """Class token + linear patch embedding (einops patchify) + position embeddings (learned and
     resized, or fixed sincos2d)."""
@@ -93,9 +124,12 @@ class ViTEmbeddings(nnx.Module):
         *,
         pos_embed_interp: str,
         pos_embed: str = "learned",
+        stem: str = "patchify",
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
+        if stem not in ("patchify", "conv"):
+            raise ValueError(f"stem must be 'patchify' or 'conv', got {stem!r}")
         if image_size[0] % patch_size or image_size[1] % patch_size:
             raise ValueError(f"image_size {tuple(image_size)} not divisible by patch {patch_size}")
         if pos_embed not in ("learned", "sincos2d"):
@@ -113,9 +147,14 @@ class ViTEmbeddings(nnx.Module):
             else None
         )
         # A patch is flattened in (row, column, channel) order: kernel (p*p*3, D).
-        self.projection = nnx.Linear(
-            patch_size * patch_size * 3, width, dtype=dtype, kernel_init=_XAVIER, rngs=rngs
+        self.projection = (
+            nnx.Linear(
+                patch_size * patch_size * 3, width, dtype=dtype, kernel_init=_XAVIER, rngs=rngs
+            )
+            if stem == "patchify"
+            else None
         )
+        self.stem = ConvStem(width, patch_size, dtype=dtype, rngs=rngs) if stem == "conv" else None
 
     def _positions(self, grid: tuple[int, int]) -> jax.Array:
         if self.position_embeddings is None:  # sincos2d: zeros for the class token
@@ -135,10 +174,14 @@ class ViTEmbeddings(nnx.Module):
         p = self.patch_size
         if h % p or w % p:
             raise ValueError(f"input {h}x{w} is not divisible by the patch size {p}")
-        patches = einops.rearrange(
-            images.astype(self.dtype), "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=p, p2=p
-        )
-        tokens = self.projection(patches)  # (B, N, D)
+        if self.stem is not None:
+            tokens = self.stem(images.astype(self.dtype))  # (B, h, w, D)
+            tokens = tokens.reshape(b, -1, tokens.shape[-1])  # (B, h, w, D) -> (B, N, D)
+        else:
+            patches = einops.rearrange(
+                images.astype(self.dtype), "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=p, p2=p
+            )
+            tokens = self.projection(patches)  # (B, N, D)
         cls = jnp.broadcast_to(self.cls_token[...].astype(self.dtype), (b, 1, tokens.shape[-1]))
         tokens = jnp.concatenate([cls, tokens], axis=1)  # (B, 1+N, D)
         return tokens + self._positions((h // p, w // p)).astype(self.dtype)
@@ -234,6 +277,7 @@ class ViT(nnx.Module):
         layer_scale: float | None = None,
         pos_embed_interp: str = "bilinear",
         pos_embed: str = "learned",
+        stem: str = "patchify",
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
@@ -245,6 +289,7 @@ class ViT(nnx.Module):
             image_size,
             pos_embed_interp=pos_embed_interp,
             pos_embed=pos_embed,
+            stem=stem,
             dtype=dtype,
             rngs=rngs,
         )
@@ -358,6 +403,7 @@ class ViTEncoder(nnx.Module):
         pos_embed_interp: "bilinear" (HF DPT) or "bicubic" (HF ViTModel, DINOv2).
         pos_embed: "learned" (ViT, DPT, converted checkpoints) or "sincos2d" (fixed; big_vision's
             choice for training from scratch).
+        stem: "patchify" (ViT) or "conv" (Xiao et al. 2021's convolutional stem).
         layer_scale: initial LayerScale gain (DINOv2: 1.0), None for plain ViT blocks.
         norm_features: apply the final LayerNorm to the tapped tokens (DINOv2 backbones).
         Other size arguments override the variant's.
@@ -385,6 +431,7 @@ class ViTEncoder(nnx.Module):
         norm_features: bool = False,
         pos_embed_interp: str = "bilinear",
         pos_embed: str = "learned",
+        stem: str = "patchify",
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
@@ -420,6 +467,7 @@ class ViTEncoder(nnx.Module):
             layer_scale=layer_scale,
             pos_embed_interp=pos_embed_interp,
             pos_embed=pos_embed,
+            stem=stem,
             dtype=dtype,
             remat=remat,
             rngs=rngs,
