@@ -21,7 +21,6 @@ JSON (last line): jax_images_per_s, torch_images_per_s, speedup (JAX over PyTorc
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -91,15 +90,7 @@ def torch_evaluate_fn(model):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 4 at 224x224, 3 repeats")
-    parser.add_argument("--batch", type=int, default=None, help="default 8 (4 with --quick)")
-    parser.add_argument("--size", type=int, default=None, help="default 256 (224 with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="default 7 (3 with --quick)")
-    args = parser.parse_args()
-    batch = args.batch or (4 if args.quick else 8)
-    size = args.size or (224 if args.quick else 256)
-    repeats = args.repeats or (3 if args.quick else 7)
+    batch, size, repeats, quick = harness.pair_args(__doc__.split("\n")[0], 8, 4)
 
     import torch
 
@@ -123,7 +114,7 @@ def main() -> None:
     torch_ips = batch / (harness.median_ms(times["torch"]) / 1e3)
     result = {
         "benchmark": "eval_vs_torch",
-        "quick": args.quick,
+        "quick": quick,
         "model": dpt_pair.describe("S"),
         "params": dpt_pair.torch_params(hf),
         "batch": batch,

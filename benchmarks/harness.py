@@ -14,6 +14,7 @@ what a user's run executes, minus the input pipeline.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -168,6 +169,26 @@ def resized_config(
         grid = config.loss.otdl.grid_size
         config.loss.otdl.grid_size = tuple(g * s // o for g, s, o in zip(grid, size, old))
     return config
+
+
+def pair_args(description: str, batch: int, quick_batch: int) -> tuple[int, int, int, bool]:
+    """(batch, size, repeats, quick) from the command line of a JAX-vs-PyTorch DPT comparison."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"batch {quick_batch} at 224x224, 3 repeats"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help=f"default {batch} ({quick_batch} with --quick)"
+    )
+    parser.add_argument("--size", type=int, default=None, help="default 256 (224 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 7 (3 with --quick)")
+    args = parser.parse_args()
+    return (
+        args.batch or (quick_batch if args.quick else batch),
+        args.size or (224 if args.quick else 256),
+        args.repeats or (3 if args.quick else 7),
+        args.quick,
+    )
 
 
 # --------------------------------------------------------------------------------------------

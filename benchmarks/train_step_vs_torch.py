@@ -23,7 +23,6 @@ JSON (last line): jax_ms, torch_ms, speedup = torch_ms / jax_ms, and the details
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -78,15 +77,7 @@ def torch_step_fn(model, batch: dict, config, lrs: np.ndarray):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 2 at 224x224, 3 repeats")
-    parser.add_argument("--batch", type=int, default=None, help="default 4 (2 with --quick)")
-    parser.add_argument("--size", type=int, default=None, help="default 256 (224 with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="default 7 (3 with --quick)")
-    args = parser.parse_args()
-    batch = args.batch or (2 if args.quick else 4)
-    size = args.size or (224 if args.quick else 256)
-    repeats = args.repeats or (3 if args.quick else 7)
+    batch, size, repeats, quick = harness.pair_args(__doc__.split("\n")[0], 4, 2)
 
     import torch
 
@@ -116,7 +107,7 @@ def main() -> None:
     first_j, first_t = losses["jax"][0], losses["torch"][0]
     result = {
         "benchmark": "train_step_vs_torch",
-        "quick": args.quick,
+        "quick": quick,
         "model": dpt_pair.describe("S"),
         "params": dpt_pair.torch_params(hf),
         "batch": batch,
