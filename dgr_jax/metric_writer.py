@@ -135,10 +135,21 @@ def plot_training_curves(workdir: str) -> str | None:
         return None
     steps = [r["step"] for r in rows]
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    plotted = []
     for key in sorted({k for r in rows for k in r if k.startswith("loss")}):
-        ax_loss.plot(steps, [r.get(key, np.nan) for r in rows], label=key)
+        values = [r.get(key, np.nan) for r in rows]
+        plotted += values
+        ax_loss.plot(steps, values, label=key)
+    # Log axis: the loss terms are logged unweighted and span orders of magnitude (OTDL ~1e-3
+    # next to SILog ~5), so a linear axis shows the small ones as a flat line at zero.
+    finite = np.asarray(plotted, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and finite.min() > 0:
+        ax_loss.set_yscale("log")
+    elif finite.size:
+        ax_loss.set_yscale("symlog", linthresh=1e-4)
     ax_loss.set_xlabel("step")
-    ax_loss.set_title("training loss")
+    ax_loss.set_title("training loss (terms unweighted)")
     ax_loss.legend()
     ax_lr.plot(steps, [r.get("lr", np.nan) for r in rows])
     ax_lr.set_xlabel("step")
