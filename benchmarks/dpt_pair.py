@@ -94,3 +94,21 @@ def to_jax(hf_model, dtype=jnp.float32) -> tuple[steps.ModelDef, tuple[dict, dic
 
 def torch_params(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def setup_fields(hf, *, quick: bool, batch: int, size: int, threads: int, repeats: int) -> dict:
+    """The JSON fields every JAX-vs-PyTorch comparison of the "S" DPT reports about its setup."""
+    import torch
+
+    return {
+        "quick": quick,
+        "model": describe("S"),
+        "params": torch_params(hf),
+        "batch": batch,
+        "input": [size, size],
+        "dtype": "float32",
+        "threads": {"jax_xla_cpu": threads, "torch": torch.get_num_threads()},
+        "torch": torch.__version__,
+        "torch_attention": hf.config._attn_implementation,
+        "repeats": repeats,
+    }

@@ -114,17 +114,10 @@ def main() -> None:
     torch_ips = batch / (harness.median_ms(times["torch"]) / 1e3)
     result = {
         "benchmark": "eval_vs_torch",
-        "quick": quick,
-        "model": dpt_pair.describe("S"),
-        "params": dpt_pair.torch_params(hf),
-        "batch": batch,
-        "input": [size, size],
-        "dtype": "float32",
+        **dpt_pair.setup_fields(
+            hf, quick=quick, batch=batch, size=size, threads=threads, repeats=repeats
+        ),
         "flip_tta": TTA_MODE,
-        "threads": {"jax_xla_cpu": threads, "torch": torch.get_num_threads()},
-        "torch": torch.__version__,
-        "torch_attention": hf.config._attn_implementation,
-        "repeats": repeats,
         "jax_images_per_s": round(jax_ips, 2),
         "torch_images_per_s": round(torch_ips, 2),
         "speedup": round(jax_ips / torch_ips, 3),

@@ -107,18 +107,11 @@ def main() -> None:
     first_j, first_t = losses["jax"][0], losses["torch"][0]
     result = {
         "benchmark": "train_step_vs_torch",
-        "quick": quick,
-        "model": dpt_pair.describe("S"),
-        "params": dpt_pair.torch_params(hf),
-        "batch": batch,
-        "input": [size, size],
-        "dtype": "float32",
+        **dpt_pair.setup_fields(
+            hf, quick=quick, batch=batch, size=size, threads=threads, repeats=repeats
+        ),
         "loss": "SILog",
         "optimizer": "Adam (optax.adam / torch.optim.Adam default), poly lr schedule",
-        "threads": {"jax_xla_cpu": threads, "torch": torch.get_num_threads()},
-        "torch": torch.__version__,
-        "torch_attention": hf.config._attn_implementation,
-        "repeats": repeats,
         "jax_ms": jax_ms,
         "torch_ms": torch_ms,
         "speedup": round(torch_ms / jax_ms, 3),
