@@ -16,7 +16,12 @@ Both return the blended depth of the batch; their agreement is printed
 (`blend_max_rel_diff`). Sides alternate after warm-up; medians of the repeats. Batch 8 (the
 evaluator's default) at 256x256; --quick: batch 4 at 224x224.
 
-JSON (last line): jax_images_per_s, torch_images_per_s, speedup (JAX over PyTorch).
+A third side, `jax_xla_default`, is the JAX evaluator compiled with XLA's default options
+instead of the project's (`dgr_jax.xla_options`): the before/after of that choice, measured in
+the same run.
+
+JSON (last line): jax_images_per_s, torch_images_per_s, speedup (JAX over PyTorch),
+jax_xla_default_images_per_s and xla_options_gain (ours over XLA's defaults).
 """
 
 from __future__ import annotations
@@ -34,14 +39,18 @@ import numpy as np
 
 from benchmarks import dpt_pair, harness
 from configs import common
-from dgr_jax import steps
+from dgr_jax import steps, xla_options
 from dgr_jax.evaluators.tta import flip_blend, flip_weights
 
 TTA_MODE = "blend"
 
 
-def jax_evaluate_fn(model_def: steps.ModelDef, params: dict, rest: dict):
-    """images uint8 (B, H, W, 3) -> blended depth (B, H, W); the evaluator's three jitted calls."""
+def jax_evaluate_fn(
+    model_def: steps.ModelDef, params: dict, rest: dict, *, xla_default: bool = False
+):
+    """images uint8 (B, H, W, 3) -> blended depth (B, H, W); the evaluator's three jitted calls.
+    The predict is compiled as evaluate.make_predict_fn compiles it (`dgr_jax.xla_options`), or
+    with XLA's default options if `xla_default`."""
     mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
 
@@ -50,7 +59,7 @@ def jax_evaluate_fn(model_def: steps.ModelDef, params: dict, rest: dict):
         x = (images.astype(jnp.float32) / 255.0 - mean) / std
         return x, jnp.flip(x, axis=2)
 
-    predict = jax.jit(steps.make_predict(model_def))
+    predict = (jax.jit if xla_default else xla_options.jit)(steps.make_predict(model_def))
     blend = jax.jit(lambda p, pf: flip_blend(p[..., 0], pf[..., 0], TTA_MODE))
 
     def evaluate(images):
@@ -102,16 +111,25 @@ def main() -> None:
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     device_images = jnp.asarray(images)
     jax_eval, torch_eval = jax_evaluate_fn(model_def, params, rest), torch_evaluate_fn(hf)
+    jax_default_eval = jax_evaluate_fn(model_def, params, rest, xla_default=True)
 
-    outputs = {"jax": jax_eval(device_images), "torch": torch_eval(images)}  # includes compiling
+    outputs = {  # includes compiling
+        "jax": jax_eval(device_images),
+        "jax_xla_default": jax_default_eval(device_images),
+        "torch": torch_eval(images),
+    }
     diff = np.max(np.abs(np.asarray(outputs["jax"]) - outputs["torch"]))
     times = harness.time_interleaved(
-        {"jax": lambda: jax_eval(device_images), "torch": lambda: torch_eval(images)},
+        {
+            "jax": lambda: jax_eval(device_images),
+            "jax_xla_default": lambda: jax_default_eval(device_images),
+            "torch": lambda: torch_eval(images),
+        },
         repeats=repeats,
         warmup=0,
     )
-    jax_ips = batch / (harness.median_ms(times["jax"]) / 1e3)
-    torch_ips = batch / (harness.median_ms(times["torch"]) / 1e3)
+    ips = {k: batch / (harness.median_ms(v) / 1e3) for k, v in times.items()}
+    jax_ips, torch_ips = ips["jax"], ips["torch"]
     result = {
         "benchmark": "eval_vs_torch",
         **dpt_pair.setup_fields(
@@ -121,6 +139,9 @@ def main() -> None:
         "jax_images_per_s": round(jax_ips, 2),
         "torch_images_per_s": round(torch_ips, 2),
         "speedup": round(jax_ips / torch_ips, 3),
+        "jax_xla_options": xla_options.options(),
+        "jax_xla_default_images_per_s": round(ips["jax_xla_default"], 2),
+        "xla_options_gain": round(jax_ips / ips["jax_xla_default"], 3),
         "blend_max_rel_diff": float(f"{diff / np.max(np.abs(outputs['torch'])):.2e}"),
         "runs": harness.summary(times),
         **info,

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from configs import common
-from dgr_jax import optim, steps
+from dgr_jax import optim, steps, xla_options
 from dgr_jax.losses import make_loss
 
 
@@ -194,12 +194,18 @@ def pair_args(description: str, batch: int, quick_batch: int) -> tuple[int, int,
 # --------------------------------------------------------------------------------------------
 # The train step as the trainer runs it.
 # --------------------------------------------------------------------------------------------
-def jitted_train_step(config: ml_collections.ConfigDict, model_def: steps.ModelDef | None = None):
-    """(jitted step with the state donated, init function of the state): the trainer's step."""
+def jitted_train_step(
+    config: ml_collections.ConfigDict,
+    model_def: steps.ModelDef | None = None,
+    *,
+    xla_default: bool = False,
+):
+    """(jitted step with the state donated, init function of the state): the trainer's step,
+    compiled with `dgr_jax.xla_options` as the trainer does, or with XLA's defaults."""
     model_def = model_def or steps.model_def_from_config(config)
     loss_fn = make_loss(config.loss)
     tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
-    step = jax.jit(
+    step = (jax.jit if xla_default else xla_options.jit)(
         steps.make_train_step(model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth),
         donate_argnums=(0,),
     )
@@ -244,12 +250,14 @@ class TrainStep:
         model_def: steps.ModelDef | None = None,
         params: dict | None = None,
         seed: int = 0,
+        xla_default: bool = False,
         compiler_options: dict[str, Any] | None = None,
     ) -> TrainStep:
-        """Build the config's step; `model_def`/`params` replace the config's model (converted);
-        `compiler_options` are XLA debug options for this compilation only (e.g.
-        {"xla_cpu_experimental_ynn_fusion_type": ""})."""
-        step, tx, init = jitted_train_step(config, model_def)
+        """Build the config's step; `model_def`/`params` replace the config's model (converted).
+        The step is compiled as the trainer compiles it (`dgr_jax.xla_options`), or with XLA's
+        default options if `xla_default`; `compiler_options` are further XLA debug options for
+        this compilation only (e.g. {"xla_cpu_experimental_ynn_fusion_type": ""})."""
+        step, tx, init = jitted_train_step(config, model_def, xla_default=xla_default)
         state = jax.jit(init)()
         if params is not None:
             # Copies: the step donates its state, and the caller may build several steps.

@@ -18,7 +18,12 @@ default, 224x224 with --quick. Threads: XLA:CPU uses one intra-op thread per cor
 set to the same count (`torch.set_num_threads(os.cpu_count())`). The sides alternate
 (A B B A ...) after warm-up; each reports the median of its repeats.
 
-JSON (last line): jax_ms, torch_ms, speedup = torch_ms / jax_ms, and the details.
+A third side, `jax_xla_default`, is the same JAX step compiled with XLA's default options
+instead of the project's (`dgr_jax.xla_options`, which the trainer uses): the before/after of
+that choice, measured in the same run.
+
+JSON (last line): jax_ms, torch_ms, speedup = torch_ms / jax_ms, jax_xla_default_ms,
+xla_options_gain = jax_xla_default_ms / jax_ms, and the details.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 
 from benchmarks import dpt_pair, harness
 from configs import common, synthetic_vit_dgr
-from dgr_jax import optim
+from dgr_jax import optim, xla_options
 
 
 def bench_config(batch: int, size: int):
@@ -89,21 +94,28 @@ def main() -> None:
     model_def, params = dpt_pair.to_jax(hf)
     config = bench_config(batch, size)
     jax_step = harness.TrainStep.create(config, model_def=model_def, params=params)
+    default_step = harness.TrainStep.create(
+        config, model_def=model_def, params=params, xla_default=True
+    )
     _, schedule = optim.make_optimizer(config.optim, config.total_steps)
     lrs = np.asarray(jax.device_get(schedule(np.arange(repeats + 2))))
     host_batch = jax.device_get(jax_step.batch)
     torch_step = torch_step_fn(hf, host_batch, config, lrs)
 
-    losses = {"jax": [], "torch": []}
+    losses = {"jax": [], "jax_xla_default": [], "torch": []}
     times = harness.time_interleaved(
         {
             "jax": lambda: losses["jax"].append(float(jax_step.run()["loss"])),
+            "jax_xla_default": lambda: losses["jax_xla_default"].append(
+                float(default_step.run()["loss"])
+            ),
             "torch": lambda: losses["torch"].append(torch_step()),
         },
         repeats=repeats,
     )
     jax_ms = harness.median_ms(times["jax"])
     torch_ms = harness.median_ms(times["torch"])
+    default_ms = harness.median_ms(times["jax_xla_default"])
     first_j, first_t = losses["jax"][0], losses["torch"][0]
     result = {
         "benchmark": "train_step_vs_torch",
@@ -115,11 +127,14 @@ def main() -> None:
         "jax_ms": jax_ms,
         "torch_ms": torch_ms,
         "speedup": round(torch_ms / jax_ms, 3),
+        "jax_xla_options": xla_options.options(),
+        "jax_xla_default_ms": default_ms,
+        "xla_options_gain": round(default_ms / jax_ms, 3),
         "jax_compile_s": round(jax_step.compile_s, 1),
         "jax_step_gflops": round((jax_step.flops or 0.0) / 1e9, 1),
-        "first_loss": {"jax": round(first_j, 5), "torch": round(first_t, 5)},
+        "first_loss": {k: round(v[0], 5) for k, v in losses.items()},
         "first_loss_rel_diff": float(f"{abs(first_j - first_t) / abs(first_t):.2e}"),
-        "last_loss": {"jax": round(losses["jax"][-1], 5), "torch": round(losses["torch"][-1], 5)},
+        "last_loss": {k: round(v[-1], 5) for k, v in losses.items()},
         "runs": harness.summary(times),
         **info,
     }

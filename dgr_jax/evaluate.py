@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
+from dgr_jax import xla_options
 from dgr_jax.data import datasets
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
@@ -41,7 +42,7 @@ def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> d
 
 def make_predict_fn(model_def: ModelDef, state_shardings: dict, batch_sharding) -> Callable:
     """predict(params, rest, images) jitted with the train state's shardings."""
-    return jax.jit(
+    return xla_options.jit(
         make_predict(model_def),
         in_shardings=(state_shardings["params"], state_shardings["rest"], batch_sharding),
         out_shardings=batch_sharding,

@@ -22,7 +22,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from dgr_jax import checkpoint, evaluate, multihost, optim, sharding, steps, weights
+from dgr_jax import (
+    checkpoint,
+    evaluate,
+    multihost,
+    optim,
+    sharding,
+    steps,
+    weights,
+    xla_options,
+)
 from dgr_jax.data import datasets, pipeline
 from dgr_jax.losses import make_loss
 from dgr_jax.metric_writer import MetricWriter, format_duration, plot_training_curves
@@ -174,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---- Step -------------------------------------------------------------------------------
-    train_step = jax.jit(
+    train_step = xla_options.jit(
         steps.make_train_step(model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth),
         in_shardings=(state_sh, {"image": batch_sh, "depth": batch_sh}),
         out_shardings=(state_sh, repl),

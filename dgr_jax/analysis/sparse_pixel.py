@@ -38,7 +38,7 @@ import jax
 import ml_collections
 import optax
 
-from dgr_jax import sharding
+from dgr_jax import sharding, xla_options
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.analysis import mask_training, study_eval, study_outputs
 from dgr_jax.data import datasets, pipeline
@@ -137,7 +137,7 @@ def train_mask_nets(config, workdir: str, frozen: dict, mesh) -> tuple:
     params, histories = {}, {}
     for name in config.arm_order:
         arm = frozen[name]
-        step = jax.jit(
+        step = xla_options.jit(
             mask_training.make_mask_train_step(mask_def, arm.predict_fn(), tx),
             donate_argnums=(0,),
         )
