@@ -48,6 +48,41 @@ def test_depthwise_conv_matches_grouped_conv(pad_mode, size):
         np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("pad_mode", ["constant", "edge"])
+@pytest.mark.parametrize("shape", [(2, 1, 2, 3), (1, 2, 5, 3), (1, 6, 3, 2)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_depthwise_conv_gradients_on_small_maps(pad_mode, shape, shared):
+    """The hand-written VJP equals autodiff of XLA's grouped convolution, also on maps smaller
+    than the kernel (every border row is then an edge row) and with a fixed NumPy kernel."""
+    x = jax.random.normal(jax.random.key(3), shape)
+    c = shape[-1]
+    if shared:
+        fixed = np.random.default_rng(0).normal(size=(5, 3))
+        per_channel = jnp.broadcast_to(
+            jnp.asarray(fixed, jnp.float32)[:, :, None, None], (5, 3, 1, c)
+        )
+        r = jax.random.normal(jax.random.key(4), shape)
+        g = jax.grad(lambda x: jnp.sum(layers.depthwise_conv(x, fixed, pad_mode=pad_mode) * r))(x)
+        g_ref = jax.grad(lambda x: jnp.sum(_grouped_conv(x, per_channel, pad_mode) * r))(x)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+        return
+    kernel = jax.random.normal(jax.random.key(5), (5, 3, 1, c))
+    (v, grads), (v_ref, grads_ref) = (
+        _value_and_grads(
+            lambda x, k: layers.depthwise_conv(x, k[:, :, 0, :], pad_mode=pad_mode), x, kernel
+        ),
+        _value_and_grads(lambda x, k: _grouped_conv(x, k, pad_mode), x, kernel),
+    )
+    np.testing.assert_allclose(v, v_ref, rtol=1e-5, atol=1e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_conv_rejects_unknown_pad_mode():
+    with pytest.raises(ValueError, match="pad_mode"):
+        layers.depthwise_conv(jnp.zeros((1, 4, 4, 2)), np.ones((3, 3)), pad_mode="reflect")
+
+
 def test_depthwise_conv_shared_numpy_kernel_skips_nothing_it_needs():
     x = jax.random.normal(jax.random.key(2), (1, 6, 5, 3))
     kernel = np.array([[0.0, 1.0, 0.0], [2.0, -4.0, 0.5], [0.0, 0.0, 3.0]])

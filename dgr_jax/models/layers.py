@@ -13,6 +13,7 @@ per output element (a dense interpolation matrix would cost O(input size)).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -122,6 +123,42 @@ def conv(
     )
 
 
+def _shifted_sum(padded: jax.Array, kernel, out_h: int, out_w: int) -> jax.Array:
+    """sum_ij kernel[i, j] * padded[:, i : i + out_h, j : j + out_w]: a "valid" depthwise
+    cross-correlation. `kernel`: NumPy (kh, kw) shared taps (zeros skipped) or (kh, kw, C)."""
+    shared = isinstance(kernel, np.ndarray)
+    kh, kw = kernel.shape[:2]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            if shared and kernel[i, j] == 0:
+                continue
+            tap = float(kernel[i, j]) if shared else kernel[i, j]
+            term = padded[:, i : i + out_h, j : j + out_w, :] * tap  # (B, out_h, out_w, C)
+            out = term if out is None else out + term
+    if out is None:
+        b, _, _, c = padded.shape
+        return jnp.zeros((b, out_h, out_w, c), padded.dtype)
+    return out
+
+
+def _fold_edge_padding(g: jax.Array, ph: int, pw: int) -> jax.Array:
+    """Transpose of `jnp.pad(x, ph/pw rows/columns, mode="edge")`:
+    (B, H + 2ph, W + 2pw, C) -> (B, H, W, C); each replicated border row/column is added to the
+    edge row/column it copied."""
+
+    def fold(g, axis, p):
+        n = g.shape[axis] - 2 * p  # the unpadded size along `axis`
+        if n == 1:
+            return jnp.sum(g, axis=axis, keepdims=True)
+        take = functools.partial(jax.lax.slice_in_dim, g, axis=axis)
+        first = jnp.sum(take(0, p + 1), axis=axis, keepdims=True)
+        last = jnp.sum(take(p + n - 1, n + 2 * p), axis=axis, keepdims=True)
+        return jnp.concatenate([first, take(p + 1, p + n - 1), last], axis=axis)
+
+    return fold(fold(g, 1, ph), 2, pw)
+
+
 def depthwise_conv(x: jax.Array, kernel: jax.Array | np.ndarray, *, pad_mode: str = "constant"):
     """Depthwise 2-D cross-correlation with "same" output size, as a sum of shifted products.
 
@@ -138,24 +175,67 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array | np.ndarray, *, pad_mode: st
     Why not `lax.conv_general_dilated(feature_group_count=C)`: XLA:CPU computes the weight
     gradient of a grouped convolution as a dense C x C convolution (C times the work: 1.8 s of an
     11 s ViT-S step for one 384-channel map at 60x80) and runs depthwise convolutions far below
-    its dense rate. Shifted products are elementwise, so they fuse into a few loops forward and
-    backward on every backend, and the weight gradient is a plain reduction.
+    its dense rate. Shifted products are elementwise, so they fuse into a few loops.
+
+    The gradient is written by hand (custom VJP) rather than left to autodiff: autodiff
+    transposes each of the kh*kw slices into its own zero-padded map and adds them up (plus the
+    edge padding's transpose), which XLA:CPU runs as a dozen memory-bound loops per convolution.
+    The input gradient is itself a shifted sum, of the output gradient with the flipped kernel
+    (over the padded domain, then folded back for edge padding), and the kernel gradient is
+    kh*kw reductions: 3.4x faster forward + backward on a (2, 120, 160, 288) map.
     """
     kh, kw = kernel.shape[:2]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"depthwise_conv needs an odd kernel, got {kh}x{kw}")
+    if pad_mode not in ("constant", "edge"):
+        raise ValueError(f"depthwise_conv pad_mode must be 'constant' or 'edge', got {pad_mode!r}")
     _, h, w, _ = x.shape
-    shared = isinstance(kernel, np.ndarray)
-    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)), mode=pad_mode)
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            if shared and kernel[i, j] == 0:
-                continue
-            tap = float(kernel[i, j]) if shared else kernel[i, j].astype(x.dtype)
-            term = padded[:, i : i + h, j : j + w, :] * tap  # (B, H, W, C) window of the tap
-            out = term if out is None else out + term
-    return jnp.zeros_like(x) if out is None else out
+    ph, pw = kh // 2, kw // 2
+    pads = ((0, 0), (ph, ph), (pw, pw), (0, 0))
+
+    def input_grad(dy, flipped):
+        if pad_mode == "constant":  # the zero border's gradient is dropped: a "same" shifted sum
+            return _shifted_sum(jnp.pad(dy, pads), flipped, h, w)
+        full_pads = ((0, 0), (2 * ph, 2 * ph), (2 * pw, 2 * pw), (0, 0))
+        # gradient of the padded input (B, H + 2ph, W + 2pw, C), then the edge padding's transpose
+        full = _shifted_sum(jnp.pad(dy, full_pads), flipped, h + 2 * ph, w + 2 * pw)
+        return _fold_edge_padding(full, ph, pw)
+
+    if isinstance(kernel, np.ndarray):  # fixed taps: a gradient for x only
+        flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+
+        @jax.custom_vjp
+        def conv_fixed(x):
+            return _shifted_sum(jnp.pad(x, pads, mode=pad_mode), kernel, h, w)
+
+        conv_fixed.defvjp(lambda x: (conv_fixed(x), None), lambda _, dy: (input_grad(dy, flipped),))
+        return conv_fixed(x)
+
+    @jax.custom_vjp
+    def conv(x, k):
+        return _shifted_sum(jnp.pad(x, pads, mode=pad_mode), k, h, w)
+
+    def forward(x, k):
+        padded = jnp.pad(x, pads, mode=pad_mode)
+        return _shifted_sum(padded, k, h, w), (padded, k)
+
+    def backward(residuals, dy):
+        padded, k = residuals
+        dk = jnp.stack(  # (kh, kw, C): each tap's window times dy, summed over B, H, W
+            [
+                jnp.stack(
+                    [
+                        jnp.sum(padded[:, i : i + h, j : j + w] * dy, axis=(0, 1, 2))
+                        for j in range(kw)
+                    ]
+                )
+                for i in range(kh)
+            ]
+        )
+        return input_grad(dy, k[::-1, ::-1]), dk.astype(k.dtype)
+
+    conv.defvjp(forward, backward)
+    return conv(x, kernel.astype(x.dtype))
 
 
 class DepthwiseConv(nnx.Module):
