@@ -8,12 +8,13 @@ XLA's own (Eigen) convolution kernels are 2-4x faster there, while YNNPACK stays
 library for the transformer's matmuls. So on the CPU we keep YNNPACK for dots only.
 Measured on 2 Sapphire Rapids cores, float32 (`benchmarks/train_step_vs_torch.py`, whose JSON
 carries both sides as `jax_ms` and `jax_xla_default_ms`): the ViT-S DPT train step at batch 4,
-256x256 goes from 2.69 s to 2.03 s; in isolation, the weight gradient of a 3x3 64->32
+256x256 goes from 2.65 s to 1.99 s; in isolation, the weight gradient of a 3x3 64->32
 convolution over 4x256x256 from 403 ms to 148 ms (PyTorch/oneDNN: 67 ms).
 
 GPU and TPU compilers ignore `xla_cpu_*` options, so `options()` is empty there and
 `jit(fn, ...)` is plain `jax.jit`. Every jitted function that runs a model (the train step,
-prediction, the sparse-pixel mask step) is built with `jit` from here.
+prediction, the sparse-pixel study's mask step, soft masks and masked predictions) is built with
+`jit` from here.
 """
 
 from __future__ import annotations

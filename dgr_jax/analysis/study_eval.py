@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgr_jax import xla_options
 from dgr_jax.analysis.arms import FrozenArm, clamp_depth
 from dgr_jax.analysis.sparsity import (
     binarize_top_fraction,
@@ -135,7 +136,7 @@ def _as01(x: jax.Array) -> jax.Array:
 
 def soft_mask_fn(mask_def: ModelDef) -> Callable:
     """Jitted soft_mask(params, rest, uint8 rgb) -> (B, H, W); make one, share it by arms."""
-    return jax.jit(lambda p, r, x: mask_def.merge(p, r)(normalise(_as01(x))))
+    return xla_options.jit(lambda p, r, x: mask_def.merge(p, r)(normalise(_as01(x))))
 
 
 @jax.jit
@@ -160,7 +161,7 @@ def evaluate_arm(
 ) -> dict:
     """Every measurement of one arm (module docstring); numbers as host floats / arrays."""
     f = arm.predict_fn()
-    predict = jax.jit(
+    predict = xla_options.jit(
         lambda p, r, x, m: clamp_depth(f(p, r, masked_input(_as01(x), m)), *depth_range)
     )
     rgb, gt, valid = test.rgb, test.gt, test.valid
