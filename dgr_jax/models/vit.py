@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dgr_jax.models import layers
+from dgr_jax.models import attention, layers
 from dgr_jax.registry import ENCODERS
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
@@ -188,7 +188,8 @@ class ViTEmbeddings(nnx.Module):
 
 
 class ViTSelfAttention(nnx.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention` (fused on GPUs)."""
+    """Multi-head self-attention (`attention.dot_product_attention`: XLA's fused kernels on GPUs,
+    a hand-written gradient on the CPU)."""
 
     def __init__(
         self, width: int, num_heads: int, *, qkv_bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs
@@ -208,7 +209,7 @@ class ViTSelfAttention(nnx.Module):
         q = self.query(x).reshape(heads)
         k = self.key(x).reshape(heads)
         v = self.value(x).reshape(heads)
-        o = jax.nn.dot_product_attention(q, k, v)  # (B, T, N, D/N)
+        o = attention.dot_product_attention(q, k, v)  # (B, T, N, D/N)
         return self.out(o.reshape(b, t, d))  # (B, T, N, D/N) -> (B, T, D)
 
 
