@@ -23,3 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run first (otherwise in collection order): with two test processes
+    (`-n 2`) the long end-to-end runs then overlap the many short tests instead of running
+    last, side by side or alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -73,6 +73,7 @@ def zeros_state(config):
     return zeros, state_sh
 
 
+@pytest.mark.slow
 def test_newcrfs_released_checkpoint_to_eval(tmp_path, capsys):
     """Official-layout .ckpt -> CLI -> eval.py's evaluate_checkpoint with init_from."""
     config = newcrfs_config(tmp_path)
@@ -171,6 +172,7 @@ def rbg_keys():
     jax.config.update("jax_default_prng_impl", previous)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("rbg_keys")
 def test_encoder_only_conversion_then_two_training_steps(tmp_path, capsys):
     """HF ResNet -> CLI -> train.py's loop with init_from (ResNet arm smoke config, 2 steps):

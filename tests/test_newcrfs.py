@@ -319,6 +319,7 @@ def test_registry_builder_and_identity_head():
         head(x, (64, 64))
 
 
+@pytest.mark.slow
 def test_sharded_train_step_on_8_devices():
     """Data-parallel step (batch over 8 fake devices, replicated params): finite SILog loss,
     parameters and BatchNorm statistics move."""

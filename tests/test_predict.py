@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from flax import nnx
 from PIL import Image
 
@@ -21,6 +22,7 @@ def _tiny_weights(tmp_path) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 def test_predict_folder_writes_png_npy_ply_and_skips_corrupt_files(tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()

@@ -115,6 +115,7 @@ def test_mask_net_output_shape_range_and_initial_value(rbg_keys):
     np.testing.assert_allclose(np.asarray(m), 1 / (1 + np.exp(-3.0)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_frozen_model_receives_no_gradient_and_stays_bitwise_unchanged(rbg_keys):
     config = configlib.load(os.path.join(ROOT, "configs/synthetic_vit.py:smoke"))
     model_def = steps.model_def_from_config(config)

@@ -67,6 +67,7 @@ def test_smoke_main_job_writes_every_output(tmp_path):
     assert config.total_steps in steps_saved
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device_for_both_policies(tmp_path):
     runs = {
         "one": {"mesh.data": 1, "sharding": "data_parallel"},
