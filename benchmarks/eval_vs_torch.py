@@ -38,8 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import dpt_pair, harness
-from configs import common
-from dgr_jax import steps, xla_options
+from dgr_jax import protocol, steps, xla_options
 from dgr_jax.evaluators.tta import flip_blend, flip_weights
 
 TTA_MODE = "blend"
@@ -51,8 +50,8 @@ def jax_evaluate_fn(
     """images uint8 (B, H, W, 3) -> blended depth (B, H, W); the evaluator's three jitted calls.
     The predict is compiled as evaluate.make_predict_fn compiles it (`dgr_jax.xla_options`), or
     with XLA's default options if `xla_default`."""
-    mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
+    mean = jnp.asarray(protocol.IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(protocol.IMAGENET_STD, jnp.float32)
 
     @jax.jit
     def prepare(images):
@@ -75,8 +74,8 @@ def torch_evaluate_fn(model):
     """The same pipeline in PyTorch eager mode; returns a numpy (B, H, W) depth."""
     import torch
 
-    mean = torch.tensor(common.IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(common.IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(protocol.IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(protocol.IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
     model.eval()
     weights: dict[int, tuple] = {}
 

@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import dpt_pair, harness
-from configs import common, nyu_vit_dgr
-from dgr_jax import optim
+from configs import nyu_vit_dgr
+from dgr_jax import optim, protocol
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets: H100 SXM5
 # 989.4 T, H100 PCIe 756 T, H100 NVL 835 T (1,671 T "with sparsity" halved), H200 SXM 989.4 T,
@@ -152,7 +152,7 @@ def bench_torch_dpt(hf, size_name, batch, size, repeats, peak, flops, device) ->
         d = torch.where(valid, d, torch.zeros_like(d))
         n = valid.sum().clamp(min=1)
         mean_d, mean_d2 = d.sum() / n, (d * d).sum() / n
-        loss = common.SILOG_SCALE * torch.sqrt(
+        loss = protocol.SILOG_SCALE * torch.sqrt(
             mean_d2 - config.loss.silog.variance_focus * mean_d**2
         )
         loss.backward()

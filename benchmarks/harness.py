@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import common
-from dgr_jax import optim, steps, xla_options
+from dgr_jax import optim, protocol, steps, xla_options
 from dgr_jax.losses import make_loss
 
 
@@ -142,7 +141,7 @@ def smooth_depth(rng: np.random.Generator, height: int, width: int, max_depth: f
 
 
 def synthetic_batch(
-    batch: int, size: Sequence[int], *, max_depth: float = common.NYU_MAX_DEPTH, seed: int = 0
+    batch: int, size: Sequence[int], *, max_depth: float = protocol.NYU_MAX_DEPTH, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """{"image": (B, H, W, 3) normalised float32, "depth": (B, H, W) float32 metres}."""
     rng = np.random.default_rng(seed)
@@ -263,7 +262,7 @@ class TrainStep:
             # Copies: the step donates its state, and the caller may build several steps.
             state["params"], state["rest"] = jax.tree.map(jnp.copy, params)
             state["opt_state"] = jax.jit(tx.init)(state["params"])
-        max_depth = float(config.model.head.get("max_depth", common.NYU_MAX_DEPTH))
+        max_depth = float(config.model.head.get("max_depth", protocol.NYU_MAX_DEPTH))
         host = synthetic_batch(config.batch_size, config.input.size, max_depth=max_depth, seed=seed)
         batch = {k: jnp.asarray(v) for k, v in host.items()}
         start = time.perf_counter()

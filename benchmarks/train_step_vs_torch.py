@@ -39,15 +39,15 @@ import jax
 import numpy as np
 
 from benchmarks import dpt_pair, harness
-from configs import common, synthetic_vit_dgr
-from dgr_jax import optim, xla_options
+from configs import synthetic_vit_dgr
+from dgr_jax import optim, protocol, xla_options
 
 
 def bench_config(batch: int, size: int):
     """synthetic_vit_dgr's optimiser and schedule, SILog only, at the benchmark's batch/size."""
     config = harness.resized_config(synthetic_vit_dgr.get_config(), (size, size), batch)
     config.loss.terms = {"silog": 1.0, "otdl": 0.0, "mse": 0.0}
-    config.loss.silog.variance_focus = common.SILOG_VARIANCE_FOCUS  # the hosts' 0.85
+    config.loss.silog.variance_focus = protocol.SILOG_VARIANCE_FOCUS  # the hosts' 0.85
     return config
 
 
@@ -72,7 +72,7 @@ def torch_step_fn(model, batch: dict, config, lrs: np.ndarray):
         d = torch.where(valid, d, torch.zeros_like(d))
         n = valid.sum().clamp(min=1)
         mean_d, mean_d2 = d.sum() / n, (d * d).sum() / n
-        loss = common.SILOG_SCALE * torch.sqrt(mean_d2 - focus * mean_d**2)
+        loss = protocol.SILOG_SCALE * torch.sqrt(mean_d2 - focus * mean_d**2)
         loss.backward()
         opt.step()
         count[0] += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
+from dgr_jax import protocol
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -80,8 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
     # worse predictions), meaningful but not dominant. Measured in dgr_jax/losses/ot.py's
     # docstring; re-measured by benchmarks/otdl.py. mse: the authors' extra term (off).
     c.loss.terms = ml_collections.ConfigDict({"silog": 1.0, "otdl": 500.0, "mse": 0.0})
-    c.loss.min_depth = common.NYU_MIN_DEPTH_LOSS  # training mask: gt > min_depth
-    c.loss.silog = ml_collections.ConfigDict({"variance_focus": common.SILOG_VARIANCE_FOCUS})
+    c.loss.min_depth = protocol.NYU_MIN_DEPTH_LOSS  # training mask: gt > min_depth
+    c.loss.silog = ml_collections.ConfigDict({"variance_focus": protocol.SILOG_VARIANCE_FOCUS})
     c.loss.otdl = ml_collections.ConfigDict(
         {
             "geometry": "grid",  # "grid" (ott Grid) | "pointcloud" (check) | "rows" (authors')
@@ -98,8 +98,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # or "adamw"
     c.optim.lr = 1e-4
-    c.optim.end_lr_factor = common.POLY_END_FACTOR
-    c.optim.power = common.POLY_POWER
+    c.optim.end_lr_factor = protocol.POLY_END_FACTOR
+    c.optim.power = protocol.POLY_POWER
     c.optim.warmup_steps = 0
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
@@ -132,7 +132,7 @@ def depth_eval(
             # --do_kb_crop); with crop="garg_full_res" only the image is cropped and the
             # prediction is pasted back into the full-resolution frame.
             "kb_crop": kb_crop,
-            "min_depth": common.MIN_DEPTH_EVAL,
+            "min_depth": protocol.MIN_DEPTH_EVAL,
             "max_depth": max_depth,
             "flip_tta": flip_tta,  # "blend" (NeWCRFs post_process_depth) | "mean" | "none"
             "batch_size": batch_size,

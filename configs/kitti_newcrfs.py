@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, common
+from configs import base
 from configs.nyu_newcrfs import newcrfs_model
+from dgr_jax import protocol
 
 DATASET = "kitti_depth_eigen"
 
@@ -31,27 +32,27 @@ DATASET = "kitti_depth_eigen"
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.base_config()
     c.input.dataset = DATASET
-    crop_h, crop_w = common.KITTI_TRAIN_CROP
+    crop_h, crop_w = protocol.KITTI_TRAIN_CROP
     c.input.size = (crop_h, crop_w)
     c.input.pp_train = (
-        f"kb_crop|rotate({common.KITTI_ROTATE_DEGREES})|flip|random_crop({crop_h},{crop_w})"
-        f"|photometric({common.KITTI_BRIGHTNESS_RANGE[0]},{common.KITTI_BRIGHTNESS_RANGE[1]})"
+        f"kb_crop|rotate({protocol.KITTI_ROTATE_DEGREES})|flip|random_crop({crop_h},{crop_w})"
+        f"|photometric({protocol.KITTI_BRIGHTNESS_RANGE[0]},{protocol.KITTI_BRIGHTNESS_RANGE[1]})"
         "|normalize"
     )
     c.input.workers = 8
     c.batch_size = 8
-    c.total_steps = common.NEWCRFS_EPOCHS * (common.KITTI_EIGEN_TRAIN_COUNT // c.batch_size)
+    c.total_steps = protocol.NEWCRFS_EPOCHS * (protocol.KITTI_EIGEN_TRAIN_COUNT // c.batch_size)
     c.log_every = 100
     c.ckpt_every = 2000
     c.eval_every = 1000  # NeWCRFs eval_freq
-    c.model = newcrfs_model(common.KITTI_MAX_DEPTH, smoke=arg == "smoke")
+    c.model = newcrfs_model(protocol.KITTI_MAX_DEPTH, smoke=arg == "smoke")
     c.loss.terms = ml_collections.ConfigDict({"silog": 1.0})
-    c.loss.min_depth = common.KITTI_MIN_DEPTH_LOSS
+    c.loss.min_depth = protocol.KITTI_MIN_DEPTH_LOSS
     c.loss.otdl.grid_size = (crop_h // 8, crop_w // 8)  # used by the +DGR/OTDL variant
     c.optim.name = "adam"
-    c.optim.lr = common.NEWCRFS_LR
+    c.optim.lr = protocol.NEWCRFS_LR
     c.optim.weight_decay = 0.0
-    test = base.depth_eval(DATASET, crop="garg", max_depth=common.KITTI_MAX_DEPTH)
+    test = base.depth_eval(DATASET, crop="garg", max_depth=protocol.KITTI_MAX_DEPTH)
     # The model sees the KB-cropped 352x1216 frame (NeWCRFs --do_kb_crop); the evaluators
     # branch reads `kb_crop` (same key as configs/kitti_vit_dgr.py).
     test.kb_crop = True

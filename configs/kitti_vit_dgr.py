@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, common
+from configs import base
+from dgr_jax import protocol
 
 DATASET = "kitti_depth_eigen"
 
 
 def _kitti_eval(crop: str) -> ml_collections.ConfigDict:
-    ev = base.depth_eval(DATASET, crop=crop, max_depth=common.KITTI_MAX_DEPTH)
+    ev = base.depth_eval(DATASET, crop=crop, max_depth=protocol.KITTI_MAX_DEPTH)
     # The model sees the KB-cropped 352x1216 frame (NeWCRFs --do_kb_crop). TODO(merge): the
     # evaluators branch adds `kb_crop` to base.depth_eval (default False); then pass
     # kb_crop=True there. Setting the key here works before and after that change.
@@ -38,16 +39,16 @@ def _kitti_eval(crop: str) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.base_config()
     c.input.dataset = DATASET
-    crop_h, crop_w = common.KITTI_TRAIN_CROP
+    crop_h, crop_w = protocol.KITTI_TRAIN_CROP
     c.input.size = (crop_h, crop_w)
     c.input.pp_train = (
-        f"kb_crop|rotate({common.KITTI_ROTATE_DEGREES})|flip|random_crop({crop_h},{crop_w})"
-        f"|photometric({common.KITTI_BRIGHTNESS_RANGE[0]},{common.KITTI_BRIGHTNESS_RANGE[1]})"
+        f"kb_crop|rotate({protocol.KITTI_ROTATE_DEGREES})|flip|random_crop({crop_h},{crop_w})"
+        f"|photometric({protocol.KITTI_BRIGHTNESS_RANGE[0]},{protocol.KITTI_BRIGHTNESS_RANGE[1]})"
         "|normalize"
     )
     c.input.workers = 8
     c.batch_size = 8
-    c.total_steps = common.PIXELFORMER_EPOCHS * (common.KITTI_EIGEN_TRAIN_COUNT // c.batch_size)
+    c.total_steps = protocol.PIXELFORMER_EPOCHS * (protocol.KITTI_EIGEN_TRAIN_COUNT // c.batch_size)
     c.log_every = 100
     c.ckpt_every = 2000
     c.eval_every = 2000
@@ -55,10 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"name": "vit", "variant": "B", "patch_size": 16, "readout": "project"}
     )
     c.model.decoder.features = 256
-    c.model.head.max_depth = common.KITTI_MAX_DEPTH
-    c.loss.min_depth = common.KITTI_MIN_DEPTH_LOSS
+    c.model.head.max_depth = protocol.KITTI_MAX_DEPTH
+    c.loss.min_depth = protocol.KITTI_MIN_DEPTH_LOSS
     c.loss.otdl.grid_size = (crop_h // 8, crop_w // 8)
-    c.optim.lr = common.PIXELFORMER_LR
+    c.optim.lr = protocol.PIXELFORMER_LR
     c.evals.test = _kitti_eval("garg")
     c.evals.test_bts_full_res = _kitti_eval("garg_full_res")
     if arg == "smoke":

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, common
+from configs import base
+from dgr_jax import protocol
 
 DATASET = "nyu_depth_v2_bts/dense"  # NeWCRFs' training list; its test split is the usual 654
 STAGES = ("stage1", "stage2", "stage3", "stage4")
@@ -75,26 +76,29 @@ def newcrfs_model(max_depth: float, *, smoke: bool = False) -> ml_collections.Co
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.base_config()
     c.input.dataset = DATASET
-    c.input.size = (common.NYU_HEIGHT, common.NYU_WIDTH)
+    c.input.size = (protocol.NYU_HEIGHT, protocol.NYU_WIDTH)
     c.input.pp_train = (
-        f"nyu_train_box|rotate({common.NYU_ROTATE_DEGREES})|flip|random_crop({common.NYU_HEIGHT},"
-        f"{common.NYU_WIDTH})|photometric({common.NYU_BRIGHTNESS_RANGE[0]},"
-        f"{common.NYU_BRIGHTNESS_RANGE[1]})|normalize"
+        f"nyu_train_box|rotate({protocol.NYU_ROTATE_DEGREES})|flip|random_crop({protocol.NYU_HEIGHT},"
+        f"{protocol.NYU_WIDTH})|photometric({protocol.NYU_BRIGHTNESS_RANGE[0]},"
+        f"{protocol.NYU_BRIGHTNESS_RANGE[1]})|normalize"
     )
     c.input.workers = 8
     c.batch_size = 8
-    c.total_steps = common.NEWCRFS_EPOCHS * (common.NYU_TRAIN_COUNT_DENSE // c.batch_size)
+    c.total_steps = protocol.NEWCRFS_EPOCHS * (protocol.NYU_TRAIN_COUNT_DENSE // c.batch_size)
     c.log_every = 100
     c.ckpt_every = 2000
     c.eval_every = 1000  # NeWCRFs eval_freq
-    c.model = newcrfs_model(common.NYU_MAX_DEPTH, smoke=arg == "smoke")
+    c.model = newcrfs_model(protocol.NYU_MAX_DEPTH, smoke=arg == "smoke")
     c.loss.terms = ml_collections.ConfigDict({"silog": 1.0})
-    c.loss.min_depth = common.NYU_MIN_DEPTH_LOSS
-    c.loss.otdl.grid_size = (common.NYU_HEIGHT // 8, common.NYU_WIDTH // 8)  # for +DGR/OTDL runs
+    c.loss.min_depth = protocol.NYU_MIN_DEPTH_LOSS
+    c.loss.otdl.grid_size = (
+        protocol.NYU_HEIGHT // 8,
+        protocol.NYU_WIDTH // 8,
+    )  # for +DGR/OTDL runs
     c.optim.name = "adam"
-    c.optim.lr = common.NEWCRFS_LR
+    c.optim.lr = protocol.NEWCRFS_LR
     c.optim.weight_decay = 0.0
-    c.evals.test = base.depth_eval(DATASET, crop="eigen", max_depth=common.NYU_MAX_DEPTH)
+    c.evals.test = base.depth_eval(DATASET, crop="eigen", max_depth=protocol.NYU_MAX_DEPTH)
     if arg == "smoke":
         c.total_steps = 4
         c.input.size = (64, 96)

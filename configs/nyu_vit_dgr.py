@@ -20,23 +20,24 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, common
+from configs import base
+from dgr_jax import protocol
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.base_config()
     dataset = "nyu_depth_v2_bts/dense" if arg == "dense" else "nyu_depth_v2_bts"
     c.input.dataset = dataset
-    c.input.size = (common.NYU_HEIGHT, common.NYU_WIDTH)
+    c.input.size = (protocol.NYU_HEIGHT, protocol.NYU_WIDTH)
     # NeWCRFs' loader zeroes the GT outside the valid box before the geometric augmentation.
     c.input.pp_train = (
-        f"nyu_train_box|rotate({common.NYU_ROTATE_DEGREES})|flip|random_crop({common.NYU_HEIGHT},"
-        f"{common.NYU_WIDTH})|photometric({common.NYU_BRIGHTNESS_RANGE[0]},"
-        f"{common.NYU_BRIGHTNESS_RANGE[1]})|normalize"
+        f"nyu_train_box|rotate({protocol.NYU_ROTATE_DEGREES})|flip|random_crop({protocol.NYU_HEIGHT},"
+        f"{protocol.NYU_WIDTH})|photometric({protocol.NYU_BRIGHTNESS_RANGE[0]},"
+        f"{protocol.NYU_BRIGHTNESS_RANGE[1]})|normalize"
     )
     c.input.workers = 8
     c.batch_size = 8
-    train_count = common.NYU_TRAIN_COUNT_DENSE if arg == "dense" else common.NYU_TRAIN_COUNT_BTS
+    train_count = protocol.NYU_TRAIN_COUNT_DENSE if arg == "dense" else protocol.NYU_TRAIN_COUNT_BTS
     steps_per_epoch = train_count // c.batch_size
     c.total_steps = 25 * steps_per_epoch
     c.log_every = 100
@@ -48,16 +49,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "variant": "B",
             "patch_size": 16,
             "readout": "project",
-            "image_size": (common.NYU_HEIGHT, common.NYU_WIDTH),
+            "image_size": (protocol.NYU_HEIGHT, protocol.NYU_WIDTH),
         }
     )
     c.model.decoder.features = 256
-    c.model.head.max_depth = common.NYU_MAX_DEPTH
-    c.loss.min_depth = common.NYU_MIN_DEPTH_LOSS
-    c.loss.otdl.grid_size = (common.NYU_HEIGHT // 8, common.NYU_WIDTH // 8)
+    c.model.head.max_depth = protocol.NYU_MAX_DEPTH
+    c.loss.min_depth = protocol.NYU_MIN_DEPTH_LOSS
+    c.loss.otdl.grid_size = (protocol.NYU_HEIGHT // 8, protocol.NYU_WIDTH // 8)
     c.loss.terms.otdl = 500.0  # lambda_ot: see configs/base.py (measured at 60x80 too)
-    c.optim.lr = common.PIXELFORMER_LR
-    c.evals.test = base.depth_eval(dataset, crop="eigen", max_depth=common.NYU_MAX_DEPTH)
+    c.optim.lr = protocol.PIXELFORMER_LR
+    c.evals.test = base.depth_eval(dataset, crop="eigen", max_depth=protocol.NYU_MAX_DEPTH)
     if arg == "smoke":
         c.total_steps = 4
         c.batch_size = 8

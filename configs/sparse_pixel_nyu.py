@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
 from configs import sparse_pixel_synthetic as synthetic
+from dgr_jax import protocol
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -61,8 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 "crop": "eigen",
                 "num_images": 8 if smoke else -1,
                 "pictures": (0, 1) if smoke else (0, 100, 200, 300, 400),
-                "min_depth": common.MIN_DEPTH_EVAL,
-                "max_depth": common.NYU_MAX_DEPTH,
+                "min_depth": protocol.MIN_DEPTH_EVAL,
+                "max_depth": protocol.NYU_MAX_DEPTH,
             }
         )
     return c

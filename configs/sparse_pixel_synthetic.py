@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
+from dgr_jax import protocol
 
 _FULL_H, _FULL_W = 96, 128
 
@@ -123,8 +123,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "batch_size": 8,
             "pictures": (0, 1) if smoke else (0, 1, 2, 3),  # masks_<k>.png, comparison.png rows
             "crop": "none",  # dgr_jax.evaluators.crops name; valid pixels lie inside it
-            "min_depth": common.MIN_DEPTH_EVAL,
-            "max_depth": common.NYU_MAX_DEPTH,
+            "min_depth": protocol.MIN_DEPTH_EVAL,
+            "max_depth": protocol.NYU_MAX_DEPTH,
         }
     )
     c.lock()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, common
+from configs import base
+from dgr_jax import protocol
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -52,9 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder.features = 64
     c.loss.otdl.grid_size = (16, 20)  # 1/8 of 128x160
     c.loss.terms.otdl = 500.0  # lambda_ot: see configs/base.py
-    c.model.head.max_depth = common.NYU_MAX_DEPTH
+    c.model.head.max_depth = protocol.NYU_MAX_DEPTH
     c.evals.test = base.depth_eval(
-        "synthetic_depth/indoor", crop="none", max_depth=common.NYU_MAX_DEPTH
+        "synthetic_depth/indoor", crop="none", max_depth=protocol.NYU_MAX_DEPTH
     )
     if arg == "smoke":
         c.total_steps = 24

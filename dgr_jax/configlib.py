@@ -1,7 +1,9 @@
 """Load experiment configs by path, with an optional ":arg" and "key=value" overrides.
 
 `train.py` / `eval.py` use ml_collections' config flags; library code and tools that need
-another experiment's config (the sparse-pixel study, benchmarks, tests) use `load`.
+another experiment's config (the sparse-pixel study, benchmarks, tests) use `load`. Code that
+has no experiment config at all (predicting from converted weights) builds one with
+`inference_config`: the library never imports the experiment folder `configs/`.
 """
 
 from __future__ import annotations
@@ -52,3 +54,41 @@ def set_by_path(config: ml_collections.ConfigDict, key: str, value) -> None:
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
     node[leaf] = value
+
+
+def inference_config(
+    model: dict, *, init_from: str, input_size: tuple[int, int]
+) -> ml_collections.ConfigDict:
+    """The smallest config `evaluate.restore_for_inference` accepts: one model, its weights.
+
+    Used where no experiment config exists (`python -m dgr_jax.predict --weights DIR`): the
+    model comes from the converted weights' meta.json, placement is data parallel over every
+    device in float32, and the optimiser only gives the abstract state its shape.
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 1
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+    c.sharding = "data_parallel"
+    c.dtype = "float32"
+    c.remat = False
+    c.best_metric = ""
+    c.best_mode = "min"
+    c.init_from = init_from
+    c.data_dir = ""
+    c.input = ml_collections.ConfigDict({"size": tuple(input_size), "manual_dir": ""})
+    c.model = ml_collections.ConfigDict(model)
+    c.optim = ml_collections.ConfigDict(
+        {
+            "name": "adam",
+            "lr": 0.0,
+            "end_lr_factor": 1.0,
+            "power": 1.0,
+            "warmup_steps": 0,
+            "weight_decay": 0.0,
+            "grad_clip": 0.0,
+            "eps": 1e-8,
+        }
+    )
+    c.evals = ml_collections.ConfigDict()
+    return c

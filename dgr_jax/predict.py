@@ -89,16 +89,12 @@ def _config_from_workdir(workdir: str, config_path: str | None):
 
 
 def _config_from_weights(weights_dir: str):
-    import ml_collections
-
-    from configs import base
+    from dgr_jax import configlib
     from dgr_jax.convert.checkpoint import read_meta
 
-    config = base.base_config()
-    config.model = ml_collections.ConfigDict(read_meta(weights_dir)["model"])
-    config.init_from = os.path.abspath(weights_dir)
-    config.evals = {}
-    return config
+    return configlib.inference_config(
+        read_meta(weights_dir)["model"], init_from=os.path.abspath(weights_dir), input_size=(0, 0)
+    )
 
 
 class Predictor:
@@ -153,8 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--flip_tta", default="blend", choices=("blend", "mean", "none"))
     args = p.parse_args(argv)
 
-    from configs import common
-    from dgr_jax import viz
+    from dgr_jax import protocol, viz
 
     try:
         inputs = list_inputs(args.input)
@@ -172,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.makedirs(args.output, exist_ok=True)
     predictors: dict[tuple[int, int], Predictor] = {}
-    mean = np.asarray(common.IMAGENET_MEAN, np.float32)
-    std = np.asarray(common.IMAGENET_STD, np.float32)
+    mean = np.asarray(protocol.IMAGENET_MEAN, np.float32)
+    std = np.asarray(protocol.IMAGENET_STD, np.float32)
     written, skipped = 0, []
     for path in inputs:
         try:

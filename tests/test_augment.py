@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data import augment
 
 
@@ -74,7 +74,7 @@ def test_kb_crop_is_bottom_aligned_and_centred():
         "depth": np.arange(h * w, dtype=np.float32).reshape(h, w),
     }
     out = _apply(augment.kb_crop(), ex)
-    assert out["depth"].shape == (common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH)
+    assert out["depth"].shape == (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH)
     assert out["depth"][0, 0] == ex["depth"][23, 13]  # top = 375 - 352, left = (1242 - 1216) // 2
 
 
@@ -96,7 +96,7 @@ def test_photometric_ops_change_only_the_image_within_range(op):
 def test_normalize_uses_imagenet_statistics():
     ex = {"image": np.full((2, 2, 3), 255, np.uint8), "depth": np.ones((2, 2), np.float32)}
     out = _apply(augment.normalize(), ex)
-    expected = (1.0 - np.array(common.IMAGENET_MEAN)) / np.array(common.IMAGENET_STD)
+    expected = (1.0 - np.array(protocol.IMAGENET_MEAN)) / np.array(protocol.IMAGENET_STD)
     np.testing.assert_allclose(out["image"][0, 0], expected, rtol=1e-6)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from configs import base, common
+from configs import base
+from dgr_jax import protocol
 from dgr_jax.evaluators import crops
 from dgr_jax.evaluators.depth_eval import DepthEvaluator
 from dgr_jax.evaluators.edges import compute_edge_metrics
@@ -21,8 +22,8 @@ INPUT = (16, 24)
 
 def _normalised_red(image):
     return (
-        image[..., 0].astype(np.float32) / 255.0 - common.IMAGENET_MEAN[0]
-    ) / common.IMAGENET_STD[0]
+        image[..., 0].astype(np.float32) / 255.0 - protocol.IMAGENET_MEAN[0]
+    ) / protocol.IMAGENET_STD[0]
 
 
 @jax.jit
@@ -76,7 +77,7 @@ def _config(**kw):
     c = base.depth_eval(
         "synthetic_depth/indoor",
         crop="eigen",
-        max_depth=common.NYU_MAX_DEPTH,
+        max_depth=protocol.NYU_MAX_DEPTH,
         batch_size=4,
         num_pictures=1,
     )
@@ -99,8 +100,8 @@ def test_counts_each_image_once_and_matches_numpy(tmp_path):
     expected, edges = {k: [] for k in ("abs_rel", "rmse", "silog", "d1")}, []
     for r in source:
         gt = r["depth"]
-        pred = np.clip(expected_prediction(r["image"], gt.shape), common.MIN_DEPTH_EVAL, 10.0)
-        valid = (gt > common.MIN_DEPTH_EVAL) & (gt < 10.0) & crops.eigen_crop_mask(*gt.shape)
+        pred = np.clip(expected_prediction(r["image"], gt.shape), protocol.MIN_DEPTH_EVAL, 10.0)
+        valid = (gt > protocol.MIN_DEPTH_EVAL) & (gt < 10.0) & crops.eigen_crop_mask(*gt.shape)
         for k, v in reference_metrics(gt[valid].astype(np.float64), pred[valid]).items():
             expected[k].append(v)
         edges.append(compute_edge_metrics(pred[None], gt[None], valid[None])["si_boundary_f1"])
@@ -161,7 +162,7 @@ def test_padding_and_empty_ground_truth_on_8_devices(tmp_path):
 def per_image_abs_rel(record):
     gt = record["depth"]
     pred = expected_prediction(record["image"], gt.shape)
-    valid = (gt > common.MIN_DEPTH_EVAL) & (gt < 10.0)
+    valid = (gt > protocol.MIN_DEPTH_EVAL) & (gt < 10.0)
     return reference_metrics(gt[valid].astype(np.float64), pred[valid])["abs_rel"]
 
 
@@ -179,13 +180,13 @@ def test_kitti_kb_crop_variants():
                 "id": str(i),
             }
         )
-    kb = (common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH)
+    kb = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH)
     mesh = Mesh(np.asarray(jax.devices()[:2]), ("data",))  # keep the big frames' batch at 2
     for crop in ("garg", "garg_full_res"):
         cfg = _config(
             crop=crop,
             kb_crop=True,
-            max_depth=common.KITTI_MAX_DEPTH,
+            max_depth=protocol.KITTI_MAX_DEPTH,
             num_pictures=0,
             batch_size=2,
             dataset="kitti_depth",
@@ -196,7 +197,7 @@ def test_kitti_kb_crop_variants():
         for r in source:
             value = 3.0 + 0.5 * _normalised_red(r["image"])[0, 0]
             gt = r["depth"] if crop == "garg_full_res" else crops.kb_crop(r["depth"])
-            valid = (gt > common.MIN_DEPTH_EVAL) & (gt < 80) & crops.garg_crop_mask(*gt.shape)
+            valid = (gt > protocol.MIN_DEPTH_EVAL) & (gt < 80) & crops.garg_crop_mask(*gt.shape)
             g = gt[valid].astype(np.float64)
             expected.append(np.mean(np.abs(g - value) / g))
         np.testing.assert_allclose(result["abs_rel"], np.mean(expected), rtol=1e-4, err_msg=crop)
@@ -239,7 +240,7 @@ def test_flip_tta_modes(mode):
             "none": plain,
         }[mode]
         gt = r["depth"]
-        valid = (gt > common.MIN_DEPTH_EVAL) & (gt < 10.0)
+        valid = (gt > protocol.MIN_DEPTH_EVAL) & (gt < 10.0)
         expected.append(reference_metrics(gt[valid].astype(np.float64), pred[valid])["abs_rel"])
     np.testing.assert_allclose(result["abs_rel"], np.mean(expected), rtol=1e-4)
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import common
-from dgr_jax import configlib
+from dgr_jax import configlib, protocol
 from dgr_jax.data import augment, build, datasets, fake_manual, pipeline
 from dgr_jax.data.builders import kitti_depth_eigen
 from dgr_jax.data.builders.base import DatasetError
@@ -18,7 +17,7 @@ GT = kitti_depth_eigen.GT_DIR
 
 
 def _depth(png: np.ndarray) -> np.ndarray:
-    return png.astype(np.float32) / np.float32(common.KITTI_DEPTH_PNG_SCALE)
+    return png.astype(np.float32) / np.float32(protocol.KITTI_DEPTH_PNG_SCALE)
 
 
 def _records(src) -> dict:
@@ -62,7 +61,7 @@ def test_lines_without_ground_truth_are_skipped_and_counted(fake, tmp_path, capl
         builder = datasets.ensure_built(NAME, str(tmp_path), manual_dir=str(fake.root))
     assert builder.info.splits["test"].num_examples == 4
     assert "1 of 5 lines of eigen_test_files_with_gt.txt have no ground truth" in caplog.text
-    for count in (common.KITTI_EIGEN_TRAIN_COUNT, common.KITTI_EIGEN_TEST_LINES):
+    for count in (protocol.KITTI_EIGEN_TRAIN_COUNT, protocol.KITTI_EIGEN_TEST_LINES):
         assert f"standard copies have {count:,}" in caplog.text
 
 
@@ -75,17 +74,17 @@ def test_bts_kitti_dataset_layout_without_raw_folder(tmp_path):
 def test_config_pipeline_on_kitti_sized_records(tmp_path):
     config = configlib.load("configs/kitti_vit_dgr.py")
     assert config.input.pp_train.startswith("kb_crop|")
-    assert config.loss.min_depth == common.KITTI_MIN_DEPTH_LOSS
-    assert config.model.head.max_depth == common.KITTI_MAX_DEPTH
+    assert config.loss.min_depth == protocol.KITTI_MIN_DEPTH_LOSS
+    assert config.model.head.max_depth == protocol.KITTI_MAX_DEPTH
     assert config.evals.test.crop == "garg" and config.evals.test.kb_crop
     assert config.evals.test_bts_full_res.crop == "garg_full_res"
-    assert config.evals.test.max_depth == common.KITTI_MAX_DEPTH
+    assert config.evals.test.max_depth == protocol.KITTI_MAX_DEPTH
     fake = fake_manual.make_kitti(tmp_path / "m", size=(375, 1242), frames=1)
     src = datasets.open_split(NAME, "train", str(tmp_path / "d"), manual_dir=str(fake.root))
     assert src[0]["image"].shape == (375, 1242, 3)  # stored uncropped
     batch = next(pipeline.train_iterator(src, pp=config.input.pp_train, global_batch=2, seed=0))
-    assert batch["image"].shape == (2, *common.KITTI_TRAIN_CROP, 3)
-    assert batch["depth"].shape == (2, *common.KITTI_TRAIN_CROP)
+    assert batch["image"].shape == (2, *protocol.KITTI_TRAIN_CROP, 3)
+    assert batch["depth"].shape == (2, *protocol.KITTI_TRAIN_CROP)
     assert augment.parse(configlib.load("configs/kitti_vit_dgr.py:smoke").input.pp_train)
 
 

@@ -8,7 +8,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import base, common
+from configs import base
+from dgr_jax import protocol
 from dgr_jax.losses import make_loss
 from dgr_jax.losses.depth import l1, mse, silog
 
@@ -27,7 +28,7 @@ def _silog_numpy(pred, gt, valid, variance_focus):
     return 10.0 * np.sqrt(np.mean(d**2) - variance_focus * np.mean(d) ** 2)
 
 
-@pytest.mark.parametrize("variance_focus", [common.SILOG_VARIANCE_FOCUS, 0.5])
+@pytest.mark.parametrize("variance_focus", [protocol.SILOG_VARIANCE_FOCUS, 0.5])
 def test_silog_matches_numpy_reference(variance_focus):
     pred, gt, valid = _batch()
     got = silog(pred[..., None], gt, valid, variance_focus=variance_focus)  # (B,H,W,1) pred

@@ -375,10 +375,10 @@ def test_sharded_train_step_on_8_devices():
 def test_configs_build_the_model(name, arg):
     import importlib
 
-    from configs import common
+    from dgr_jax import protocol
 
     cfg = importlib.import_module(f"configs.{name}").get_config(arg)
-    assert cfg.optim.lr == common.NEWCRFS_LR and cfg.optim.name == "adam"
+    assert cfg.optim.lr == protocol.NEWCRFS_LR and cfg.optim.name == "adam"
     assert "silog" in cfg.loss.terms
     model = nnx.eval_shape(lambda: build_model(cfg.model, rngs=nnx.Rngs(0)))
     assert (model.decoder.dgr is not None) == cfg.model.dgr.enabled

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import common
-from dgr_jax import configlib
+from dgr_jax import configlib, protocol
 from dgr_jax.data import augment, build, datasets, fake_manual
 from dgr_jax.data.builders import manual, nyu_depth_v2_bts, nyu_mat
 from dgr_jax.data.builders.base import DatasetError
@@ -20,7 +19,7 @@ NAME = "nyu_depth_v2_bts"
 
 
 def _depth(png: np.ndarray) -> np.ndarray:
-    return png.astype(np.float32) / np.float32(common.NYU_DEPTH_PNG_SCALE)
+    return png.astype(np.float32) / np.float32(protocol.NYU_DEPTH_PNG_SCALE)
 
 
 def _records(src) -> dict:
@@ -51,7 +50,7 @@ def test_records_hold_the_files_pixels_and_depth_png_over_1000(fake, built, spli
         # The stored JPEG decodes to exactly the pixels PIL gives for the user's file.
         with Image.open(fake.image_file[split][ex_id]) as im:
             assert np.array_equal(rec["image"], np.asarray(im))
-        assert rec["focal"] == pytest.approx(common.NYU_FOCAL)
+        assert rec["focal"] == pytest.approx(protocol.NYU_FOCAL)
 
 
 def test_dense_list_uses_the_second_column_and_ignores_the_dense_path(fake, tmp_path):
@@ -61,7 +60,7 @@ def test_dense_list_uses_the_second_column_and_ignores_the_dense_path(fake, tmp_
     assert set(records) == set(fake.depth_png["train"])
     for ex_id, rec in records.items():
         assert np.array_equal(rec["depth"], _depth(fake.depth_png["train"][ex_id]))
-        assert rec["focal"] == pytest.approx(common.NYU_FOCAL)
+        assert rec["focal"] == pytest.approx(protocol.NYU_FOCAL)
     builder = datasets.get_builder(f"{NAME}/dense", str(tmp_path))
     assert builder.data_path != datasets.get_builder(NAME, str(tmp_path)).data_path
 
@@ -71,7 +70,7 @@ def test_official_mat_gives_the_bts_extraction(tmp_path):
     records = _records(datasets.open_split(NAME, "test", str(tmp_path), manual_dir=str(fake.root)))
     expected = fake.depth_png["test_mat"]
     assert set(records) == set(expected) and len(records) == 2  # 0-based images 1 and 3
-    top, bottom, left, right = common.NYU_TEST_RGB_BOX
+    top, bottom, left, right = protocol.NYU_TEST_RGB_BOX
     for ex_id, rec in records.items():
         # rawDepths hold png + 0.7 mm: BTS's uint16 cast truncates to the png value.
         assert np.array_equal(rec["depth"], _depth(expected[ex_id]))
@@ -114,8 +113,8 @@ def test_counts_that_differ_from_the_standard_copies_are_warned_not_refused(fake
         builder = datasets.ensure_built(NAME, str(tmp_path), manual_dir=str(fake.root))
     assert builder.info.splits["train"].num_examples == 4
     text = caplog.text
-    assert f"{common.NYU_TRAIN_COUNT_BTS:,} or {common.NYU_TRAIN_COUNT_DENSE:,}" in text
-    assert f"{common.NYU_TEST_COUNT}" in text
+    assert f"{protocol.NYU_TRAIN_COUNT_BTS:,} or {protocol.NYU_TRAIN_COUNT_DENSE:,}" in text
+    assert f"{protocol.NYU_TEST_COUNT}" in text
 
 
 def test_config_pp_runs_on_a_built_nyu_record(fake, built):
@@ -126,10 +125,10 @@ def test_config_pp_runs_on_a_built_nyu_record(fake, built):
     assert dense.input.dataset == dense.evals.test.dataset == f"{NAME}/dense"
     rec = datasets.open_split(NAME, "train", built)[0]
     # The pp string's crop needs 480x640; pad the tiny fake record to the NYU frame.
-    h, w = common.NYU_HEIGHT, common.NYU_WIDTH
+    h, w = protocol.NYU_HEIGHT, protocol.NYU_WIDTH
     rec = {"image": np.resize(rec["image"], (h, w, 3)), "depth": np.resize(rec["depth"], (h, w))}
     out = augment.Preprocess(config.input.pp_train)(rec, np.random.default_rng(0))
-    top, bottom, left, right = common.NYU_TRAIN_VALID_BOX
+    top, bottom, left, right = protocol.NYU_TRAIN_VALID_BOX
     assert out["image"].shape == (h, w, 3) and out["depth"].shape == (h, w)
     # Zeroed outside the box, then rotated by at most 2.5 deg: the border stays nearly empty.
     assert (rec["depth"][:top] > 0).mean() > 0.5

@@ -3,8 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from configs import common
-from dgr_jax import viz
+from dgr_jax import protocol, viz
 from dgr_jax.evaluators import report
 
 
@@ -14,11 +13,11 @@ def _protocol(**kw):
         "split": "test",
         "crop": "eigen",
         "kb_crop": False,
-        "min_depth": common.MIN_DEPTH_EVAL,
-        "max_depth": common.NYU_MAX_DEPTH,
+        "min_depth": protocol.MIN_DEPTH_EVAL,
+        "max_depth": protocol.NYU_MAX_DEPTH,
         "flip_tta": "blend",
         "resize": "none",
-        "num_images": common.NYU_TEST_COUNT,
+        "num_images": protocol.NYU_TEST_COUNT,
     }
     p.update(kw)
     return p
@@ -35,7 +34,7 @@ def test_published_numbers_only_for_the_standard_protocol():
         dataset="kitti_depth",
         crop="garg",
         kb_crop=True,
-        max_depth=common.KITTI_MAX_DEPTH,
+        max_depth=protocol.KITTI_MAX_DEPTH,
         num_images=10,
     )
     table = "\n".join(report.published_table(kitti, means))

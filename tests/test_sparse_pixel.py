@@ -12,8 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import common
-from dgr_jax import configlib, steps
+from dgr_jax import configlib, protocol, steps
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.analysis import mask_training, sparsity
 from dgr_jax.models.mask_net import MaskNet
@@ -67,7 +66,7 @@ def test_masked_pixels_become_black_after_normalisation():
     rgb = jax.random.uniform(jax.random.PRNGKey(1), (1, 2, 3, 3))
     mask = jnp.asarray([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
     x = np.asarray(sparsity.masked_input(rgb, mask))
-    black = -np.asarray(common.IMAGENET_MEAN) / np.asarray(common.IMAGENET_STD)
+    black = -np.asarray(protocol.IMAGENET_MEAN) / np.asarray(protocol.IMAGENET_STD)
     np.testing.assert_allclose(x[0, 0, 1], black, rtol=1e-6)
     np.testing.assert_allclose(x[0, 0, 0], np.asarray(sparsity.normalise(rgb))[0, 0, 0], rtol=1e-6)
 

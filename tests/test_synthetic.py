@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data import raycast, synthetic
 from dgr_jax.data.render import Camera, Light, Surface, primitive_bounds, render
 
@@ -61,8 +61,8 @@ def test_indoor_example_is_dense_and_bounded():
     ex = synthetic.render_example("indoor", 0, 3, 48, 64)
     assert ex["image"].shape == (48, 64, 3) and ex["image"].dtype == np.uint8
     assert ex["depth"].dtype == np.float32
-    assert (ex["depth"] > 0).all() and ex["depth"].max() <= common.NYU_MAX_DEPTH
-    assert ex["focal"] == pytest.approx(common.NYU_FOCAL * 64 / common.NYU_WIDTH)
+    assert (ex["depth"] > 0).all() and ex["depth"].max() <= protocol.NYU_MAX_DEPTH
+    assert ex["focal"] == pytest.approx(protocol.NYU_FOCAL * 64 / protocol.NYU_WIDTH)
     assert ex["image"].std() > 10  # textured, lit: not a flat image
 
 
@@ -70,7 +70,7 @@ def test_outdoor_example_is_sparse_lidar_like():
     ex = synthetic.render_example("outdoor", 0, 1, 96, 320)
     valid = ex["depth"] > 0
     assert 0.05 < valid.mean() < 0.5
-    assert ex["depth"].max() < common.KITTI_MAX_DEPTH
+    assert ex["depth"].max() < protocol.KITTI_MAX_DEPTH
     assert not valid[:10].any()  # the top rows are above the highest beam: no returns
 
 

@@ -51,10 +51,10 @@ def init_mask_state(mask_def: ModelDef, tx: optax.GradientTransformation, seed: 
 
 def un_normalise(images: jax.Array) -> jax.Array:
     """ImageNet-normalised (the input pipeline's output) -> [0, 1] RGB."""
-    from configs import common
+    from dgr_jax import protocol
 
-    mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
+    mean = jnp.asarray(protocol.IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(protocol.IMAGENET_STD, jnp.float32)
     return images * std + mean
 
 

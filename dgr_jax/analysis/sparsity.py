@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.evaluators.edges import sobel, valid_3x3
 
 PIXEL_CLASSES = ("image_edge", "depth_edge", "texture")
@@ -40,8 +40,8 @@ _SOBEL_NORM = 8.0  # unit ramp -> 8 (see edges.py)
 
 def normalise(rgb01: jax.Array) -> jax.Array:
     """[0, 1] RGB (..., 3) -> ImageNet-normalised float32."""
-    mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
+    mean = jnp.asarray(protocol.IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(protocol.IMAGENET_STD, jnp.float32)
     return (rgb01.astype(jnp.float32) - mean) / std
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.convert.checkpoint import ConvertedWeights
 from dgr_jax.convert.swin_timm import infer_swin_config, swin_rules
 from dgr_jax.convert.torch_layout import Rule, map_state_dict, unflatten
@@ -39,7 +39,7 @@ _CRF_BLOCK = r"crf([0-3])\.crf_layer\.blocks\.(\d+)"
 # Official defaults we cannot read from the weights (NewCRFDepth.__init__, PSP/PPM).
 OFFICIAL_POOL_SCALES = (1, 2, 3, 6)
 OFFICIAL_PPM_NORM_GROUPS = 256
-VARIANT_MAX_DEPTH = {"nyu": common.NYU_MAX_DEPTH, "kitti": common.KITTI_MAX_DEPTH}
+VARIANT_MAX_DEPTH = {"nyu": protocol.NYU_MAX_DEPTH, "kitti": protocol.KITTI_MAX_DEPTH}
 
 
 def _crf(m: re.Match, *tail) -> tuple:

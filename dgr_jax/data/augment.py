@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.registry import PP_OPS
 
 Example = dict[str, Any]
@@ -47,12 +47,12 @@ def _as_float(image: np.ndarray) -> np.ndarray:
 
 def kb_crop_offsets(height: int, width: int) -> tuple[int, int]:
     """(top, left) of the KITTI benchmark crop: bottom-aligned, horizontally centred."""
-    if height < common.KB_CROP_HEIGHT or width < common.KB_CROP_WIDTH:
+    if height < protocol.KB_CROP_HEIGHT or width < protocol.KB_CROP_WIDTH:
         raise ValueError(
-            f"KB crop needs images of at least {common.KB_CROP_HEIGHT}x{common.KB_CROP_WIDTH}, "
+            f"KB crop needs images of at least {protocol.KB_CROP_HEIGHT}x{protocol.KB_CROP_WIDTH}, "
             f"got {height}x{width}"
         )
-    return height - common.KB_CROP_HEIGHT, int((width - common.KB_CROP_WIDTH) / 2)
+    return height - protocol.KB_CROP_HEIGHT, int((width - protocol.KB_CROP_WIDTH) / 2)
 
 
 def _crop(ex: Example, top: int, left: int, h: int, w: int) -> Example:
@@ -66,7 +66,7 @@ def _crop(ex: Example, top: int, left: int, h: int, w: int) -> Example:
 def kb_crop() -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
         top, left = kb_crop_offsets(*ex["depth"].shape)
-        return _crop(ex, top, left, common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH)
+        return _crop(ex, top, left, protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH)
 
     return op
 
@@ -161,7 +161,7 @@ def resize(h: int, w: int) -> Op:
 
 @PP_OPS.register("nyu_train_box")
 def nyu_train_box() -> Op:
-    top, bottom, left, right = common.NYU_TRAIN_VALID_BOX
+    top, bottom, left, right = protocol.NYU_TRAIN_VALID_BOX
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
         ex = dict(ex)
@@ -181,9 +181,9 @@ def _photometric(ex: Example, factor: Callable[[np.ndarray], np.ndarray]) -> Exa
 
 @PP_OPS.register("gamma")
 def gamma(
-    lo: float = common.GAMMA_RANGE[0],
-    hi: float = common.GAMMA_RANGE[1],
-    p: float = common.AUG_PROBABILITY,
+    lo: float = protocol.GAMMA_RANGE[0],
+    hi: float = protocol.GAMMA_RANGE[1],
+    p: float = protocol.AUG_PROBABILITY,
 ) -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
         if rng.uniform() >= p:
@@ -196,9 +196,9 @@ def gamma(
 
 @PP_OPS.register("brightness")
 def brightness(
-    lo: float = common.NYU_BRIGHTNESS_RANGE[0],
-    hi: float = common.NYU_BRIGHTNESS_RANGE[1],
-    p: float = common.AUG_PROBABILITY,
+    lo: float = protocol.NYU_BRIGHTNESS_RANGE[0],
+    hi: float = protocol.NYU_BRIGHTNESS_RANGE[1],
+    p: float = protocol.AUG_PROBABILITY,
 ) -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
         if rng.uniform() >= p:
@@ -211,9 +211,9 @@ def brightness(
 
 @PP_OPS.register("colour")
 def colour(
-    lo: float = common.COLOUR_RANGE[0],
-    hi: float = common.COLOUR_RANGE[1],
-    p: float = common.AUG_PROBABILITY,
+    lo: float = protocol.COLOUR_RANGE[0],
+    hi: float = protocol.COLOUR_RANGE[1],
+    p: float = protocol.AUG_PROBABILITY,
 ) -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
         if rng.uniform() >= p:
@@ -227,11 +227,11 @@ def colour(
 @PP_OPS.register("photometric")
 def photometric(b_lo: float, b_hi: float) -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
-        if rng.uniform() < common.AUG_PROBABILITY:
+        if rng.uniform() < protocol.AUG_PROBABILITY:
             return ex
-        g = rng.uniform(*common.GAMMA_RANGE)
+        g = rng.uniform(*protocol.GAMMA_RANGE)
         b = rng.uniform(b_lo, b_hi)
-        c = rng.uniform(*common.COLOUR_RANGE, size=3).astype(np.float32)
+        c = rng.uniform(*protocol.COLOUR_RANGE, size=3).astype(np.float32)
         return _photometric(ex, lambda x: (x**g) * b * c)
 
     return op
@@ -239,8 +239,8 @@ def photometric(b_lo: float, b_hi: float) -> Op:
 
 @PP_OPS.register("normalize")
 def normalize() -> Op:
-    mean = np.asarray(common.IMAGENET_MEAN, np.float32)
-    std = np.asarray(common.IMAGENET_STD, np.float32)
+    mean = np.asarray(protocol.IMAGENET_MEAN, np.float32)
+    std = np.asarray(protocol.IMAGENET_STD, np.float32)
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
         ex = dict(ex)

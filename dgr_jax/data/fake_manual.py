@@ -21,12 +21,12 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data.builders import kitti_depth_eigen, nyu_depth_v2_bts, nyu_mat
 
 # Focal lengths written into the fake KITTI lists per date (the real lists' values differ per
 # calibration day; the builder must take each line's own).
-KITTI_FOCALS = {"2011_09_26": common.KITTI_FOCAL, "2011_09_28": 707.0493}
+KITTI_FOCALS = {"2011_09_26": protocol.KITTI_FOCAL, "2011_09_28": 707.0493}
 
 
 @dataclasses.dataclass
@@ -92,7 +92,7 @@ def make_nyu(
     rng = np.random.default_rng(seed)
     h, w = size
     copy = FakeCopy(Path(root))
-    max_png = int(common.NYU_MAX_DEPTH * common.NYU_DEPTH_PNG_SCALE)
+    max_png = int(protocol.NYU_MAX_DEPTH * protocol.NYU_DEPTH_PNG_SCALE)
     bts, dense, test = [], [], []
     for scene in scenes:
         for k in range(frames_per_scene):
@@ -101,9 +101,9 @@ def make_nyu(
             save_depth_png(copy.root / "sync" / depth_rel, png)
             pixels = save_rgb(copy.root / "sync" / rgb_rel, random_rgb(rng, h, w))
             copy.add(
-                "train", rgb_rel[:-4], png, pixels, copy.root / "sync" / rgb_rel, common.NYU_FOCAL
+                "train", rgb_rel[:-4], png, pixels, copy.root / "sync" / rgb_rel, protocol.NYU_FOCAL
             )
-            bts.append(f"/{rgb_rel} /{depth_rel} {common.NYU_FOCAL}")
+            bts.append(f"/{rgb_rel} /{depth_rel} {protocol.NYU_FOCAL}")
             dense.append(f"{rgb_rel} {depth_rel} {scene}/dense/sync_depth_dense_{k:05d}.png")
     splits = copy.root / "splits"
     splits.mkdir(parents=True, exist_ok=True)
@@ -117,8 +117,8 @@ def make_nyu(
             png = random_depth_png(rng, h, w, max_png, 0.8)
             save_depth_png(base / depth_rel, png)
             pixels = save_rgb(base / rgb_rel, random_rgb(rng, h, w))
-            copy.add("test", rgb_rel[:-4], png, pixels, base / rgb_rel, common.NYU_FOCAL)
-            test.append(f"{rgb_rel} {depth_rel} {common.NYU_FOCAL}")
+            copy.add("test", rgb_rel[:-4], png, pixels, base / rgb_rel, protocol.NYU_FOCAL)
+            test.append(f"{rgb_rel} {depth_rel} {protocol.NYU_FOCAL}")
         (splits / nyu_depth_v2_bts.TEST_LIST).write_text("\n".join(test) + "\n")
     if mat:
         _write_mat(copy, rng, h, w, mat_images, test_scenes, max_png)
@@ -133,7 +133,7 @@ def _write_mat(copy: FakeCopy, rng, h: int, w: int, n: int, scenes, max_png: int
     # is the integer mm, which a rounding implementation would miss.
     raw = np.where(
         pngs > 0,
-        (pngs.astype(np.float32) + np.float32(0.7)) / np.float32(common.NYU_DEPTH_PNG_SCALE),
+        (pngs.astype(np.float32) + np.float32(0.7)) / np.float32(protocol.NYU_DEPTH_PNG_SCALE),
         0,
     )
     scene_names = [scenes[i % len(scenes)] for i in range(n)]
@@ -152,7 +152,7 @@ def _write_mat(copy: FakeCopy, rng, h: int, w: int, n: int, scenes, max_png: int
     )
     for i in test_1based - 1:
         ex_id = f"{scene_names[i]}/rgb_{i:05d}"
-        copy.add("test_mat", ex_id, pngs[..., i], images[..., i], None, common.NYU_FOCAL)
+        copy.add("test_mat", ex_id, pngs[..., i], images[..., i], None, protocol.NYU_FOCAL)
 
 
 def make_kitti(
@@ -171,7 +171,7 @@ def make_kitti(
     copy = FakeCopy(Path(root))
     raw_root = copy.root / "raw" if raw_subdir else copy.root
     gt_root = copy.root / kitti_depth_eigen.GT_DIR
-    max_png = int(common.KITTI_MAX_DEPTH * common.KITTI_DEPTH_PNG_SCALE)
+    max_png = int(protocol.KITTI_MAX_DEPTH * protocol.KITTI_DEPTH_PNG_SCALE)
     layout = {
         "train": [("2011_09_26", 1, "train"), ("2011_09_28", 2, "val")],
         "test": [("2011_09_26", 9, "val"), ("2011_09_28", 37, "")],
@@ -193,7 +193,7 @@ def make_kitti(
     # A test frame that KITTI did not annotate: the image exists, the list says None.
     rgb_rel = "2011_09_26/2011_09_26_drive_0009_sync/image_02/data/0000000099.png"
     save_rgb(raw_root / rgb_rel, random_rgb(rng, h, w))
-    lists["test"].insert(1, f"{rgb_rel} {kitti_depth_eigen.NO_GT} {common.KITTI_FOCAL}")
+    lists["test"].insert(1, f"{rgb_rel} {kitti_depth_eigen.NO_GT} {protocol.KITTI_FOCAL}")
     splits = copy.root / "splits"
     splits.mkdir(parents=True, exist_ok=True)
     (splits / kitti_depth_eigen.TRAIN_LIST).write_text("\n".join(lists["train"]) + "\n")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data import raycast, textures
 from dgr_jax.data.render import Camera, Light, Surface, primitive_bounds, render
 
@@ -69,7 +69,7 @@ def indoor_scene(rng: np.random.Generator, height: int, width: int):
     cam_pos = np.array(
         [rng.uniform(-0.3, 0.3) * room_w, rng.uniform(1.0, 1.7), rng.uniform(0.2, 0.8)]
     )
-    focal = common.NYU_FOCAL * width / common.NYU_WIDTH
+    focal = protocol.NYU_FOCAL * width / protocol.NYU_WIDTH
     cam = Camera.look(
         height,
         width,
@@ -183,7 +183,7 @@ def outdoor_scene(rng: np.random.Generator, height: int, width: int):
         prim = raycast.Box((x, half[1] + 0.1, z), half, float(rng.normal(0.0, 0.08)))
         surfaces.append(_surface(prim, textures.random_texture(rng, ("plain", "noise", "stripes"))))
 
-    focal = common.KITTI_FOCAL * width / _KITTI_WIDTH
+    focal = protocol.KITTI_FOCAL * width / _KITTI_WIDTH
     cam = Camera.look(
         height,
         width,
@@ -240,9 +240,9 @@ def render_example(
     surfaces, light, cam, sky = scene(rng, h, w)
     image, depth, _ = render(surfaces, light, cam, sky=sky, rng=rng)
     if kind == "indoor":
-        depth = np.minimum(depth, common.NYU_MAX_DEPTH)
+        depth = np.minimum(depth, protocol.NYU_MAX_DEPTH)
     else:
-        depth = np.where(lidar_mask(cam, rng) & (depth < common.KITTI_MAX_DEPTH), depth, 0.0)
+        depth = np.where(lidar_mask(cam, rng) & (depth < protocol.KITTI_MAX_DEPTH), depth, 0.0)
     return {
         "image": image,
         "depth": depth.astype(np.float32),

@@ -4,7 +4,7 @@ What is whose:
 - The boxes are the PyTorch hosts' (BTS `utils/eval_with_pngs.py`, NeWCRFs `newcrfs/eval.py`):
   NYU Eigen = rows 45:471, cols 41:601 of the 480x640 ground truth; KITTI Garg / KITTI Eigen =
   `int(fraction * size)` of the ground-truth size; KB crop = a 352x1216 window whose bottom edge
-  is the frame's bottom edge, centred horizontally. The numbers live in `configs/common.py`.
+  is the frame's bottom edge, centred horizontally. The numbers live in `dgr_jax/protocol.py`.
 - Ours: the NYU Eigen box is given in pixels at 480x640 only; at other sizes (tiny smoke data,
   resized test sets) it scales with integer floor division, which reproduces the published box
   exactly at 480x640. Masks are NumPy constants: they depend only on the static (H, W), so they
@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 
 CROPS = ("eigen", "garg", "garg_full_res", "kitti_eigen", "none")
 
@@ -39,8 +39,8 @@ def eigen_crop_box(h: int, w: int) -> tuple[int, int, int, int]:
     At 480x640 this is rows 45:471, cols 41:601 (NeWCRFs `--eigen_crop`). Other sizes scale the
     box proportionally with floor division.
     """
-    top, bottom, left, right = common.EIGEN_CROP_NYU
-    ref_h, ref_w = common.NYU_HEIGHT, common.NYU_WIDTH
+    top, bottom, left, right = protocol.EIGEN_CROP_NYU
+    ref_h, ref_w = protocol.NYU_HEIGHT, protocol.NYU_WIDTH
     return top * h // ref_h, bottom * h // ref_h, left * w // ref_w, right * w // ref_w
 
 
@@ -54,7 +54,7 @@ def garg_crop_box(h: int, w: int) -> tuple[int, int, int, int]:
 
     E.g. 352x1216 -> rows 143:349, cols 43:1172; 375x1242 -> rows 153:371, cols 44:1197.
     """
-    return _fraction_box(h, w, common.GARG_CROP_FRACTIONS)
+    return _fraction_box(h, w, protocol.GARG_CROP_FRACTIONS)
 
 
 def garg_crop_mask(h: int, w: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def garg_crop_mask(h: int, w: int) -> np.ndarray:
 
 def kitti_eigen_crop_box(h: int, w: int) -> tuple[int, int, int, int]:
     """KITTI "eigen crop" variant box (BTS `--eigen_crop` with `--dataset kitti`)."""
-    return _fraction_box(h, w, common.KITTI_EIGEN_CROP_FRACTIONS)
+    return _fraction_box(h, w, protocol.KITTI_EIGEN_CROP_FRACTIONS)
 
 
 def kitti_eigen_crop_mask(h: int, w: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def kb_crop_box(h: int, w: int) -> tuple[int, int]:
     Raises:
         ValueError: if the frame is smaller than 352x1216.
     """
-    ch, cw = common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH
+    ch, cw = protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH
     if h < ch or w < cw:
         raise ValueError(f"KB crop needs a frame of at least {ch}x{cw}, got {h}x{w}")
     return h - ch, int((w - cw) / 2)
@@ -106,7 +106,7 @@ def kb_crop_box(h: int, w: int) -> tuple[int, int]:
 def kb_crop(x: np.ndarray) -> np.ndarray:
     """Crop an (H, W, ...) array (image or depth) to its 352x1216 KB window."""
     top, left = kb_crop_box(x.shape[0], x.shape[1])
-    return x[top : top + common.KB_CROP_HEIGHT, left : left + common.KB_CROP_WIDTH]
+    return x[top : top + protocol.KB_CROP_HEIGHT, left : left + protocol.KB_CROP_WIDTH]
 
 
 def kb_uncrop(x: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The standard depth evaluator: the BTS-family protocol, jit-compiled and sharded.
 
 Protocol (the PyTorch hosts', NeWCRFs `newcrfs/eval.py` and BTS `utils/eval_with_pngs.py`;
-constants in `configs/common.py`, method.md section 5):
+constants in `dgr_jax/protocol.py`, method.md section 5):
 1. Optional KITTI KB crop of image and ground truth to 352x1216 (`kb_crop`). With
    crop="garg_full_res" only the image is cropped; the prediction is pasted back into a zero map
    of the full frame at the KB offsets and the Garg crop is taken on the full-resolution GT (BTS).
@@ -43,8 +43,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import common
-from dgr_jax import viz
+from dgr_jax import protocol, viz
 from dgr_jax.evaluators import crops, distributed, report
 from dgr_jax.evaluators.edges import compute_edge_metrics, edge_metric_names
 from dgr_jax.evaluators.metrics import METRIC_NAMES, aggregate, as_bhw, compute_depth_metrics
@@ -72,8 +71,8 @@ def _resize_image(image: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 def _normalise(images: jax.Array, flip: bool) -> tuple[jax.Array, jax.Array | None]:
     """(B, H, W, 3) uint8 / float in [0, 255] -> ImageNet-normalised float32 (and its mirror)."""
-    mean = jnp.asarray(common.IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(common.IMAGENET_STD, jnp.float32)
+    mean = jnp.asarray(protocol.IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(protocol.IMAGENET_STD, jnp.float32)
     x = (images.astype(jnp.float32) / 255.0 - mean) / std
     return x, (jnp.flip(x, axis=2) if flip else None)
 
@@ -103,7 +102,7 @@ def final_prediction(
     pred = as_bhw(pred).astype(jnp.float32)
     if pred_flipped is not None and flip_tta != "none":
         pred = flip_blend(pred, as_bhw(pred_flipped).astype(jnp.float32), flip_tta)
-    target = (common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH) if paste_kb else tuple(gt_size)
+    target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if paste_kb else tuple(gt_size)
     if pred.shape[1:] != target:
         pred = jax.image.resize(pred, (pred.shape[0], *target), "linear", antialias=False)
     pred = jnp.where(jnp.isnan(pred), min_depth, jnp.clip(pred, min_depth, max_depth))
@@ -234,7 +233,9 @@ class DepthEvaluator:
             if self._paste:
                 window = np.zeros(gt_size, bool)
                 top, left = crops.kb_crop_box(*gt_size)
-                window[top : top + common.KB_CROP_HEIGHT, left : left + common.KB_CROP_WIDTH] = 1
+                window[
+                    top : top + protocol.KB_CROP_HEIGHT, left : left + protocol.KB_CROP_WIDTH
+                ] = 1
                 region = region & window
             self._regions[gt_size] = region
         return self._regions[gt_size]
@@ -297,7 +298,7 @@ class DepthEvaluator:
                 values = self._metric_fn(size)(*args, self._region(size))
                 ids = [examples[r]["id"] for r in rows]
                 pending.append(([chunk[r] for r in rows], ids, rows, values))
-                target = (common.KB_CROP_HEIGHT, common.KB_CROP_WIDTH) if self._paste else size
+                target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if self._paste else size
                 self._resized_predictions |= tuple(pred.shape[1:3]) != tuple(target)
         index, ids, per_image = self._collect(pending, per_process)
         means, counts = aggregate(per_image)

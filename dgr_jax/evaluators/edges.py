@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.evaluators.metrics import as_bhw, masked_mean
 
 # The Sobel kernel's weights sum to 4 per side, so a unit ramp gives 8; dividing by 8 gives the
@@ -43,7 +43,7 @@ from dgr_jax.evaluators.metrics import as_bhw, masked_mean
 _SOBEL_NORM = 8.0
 
 
-def edge_metric_names(thresholds=common.EDGE_THRESHOLDS) -> tuple[str, ...]:
+def edge_metric_names(thresholds=protocol.EDGE_THRESHOLDS) -> tuple[str, ...]:
     """Names of the keys `compute_edge_metrics` returns, in report order."""
     names = ["grad_err"]
     for t in thresholds:
@@ -90,7 +90,7 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def sobel_edge_metrics(
-    pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=common.EDGE_THRESHOLDS
+    pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=protocol.EDGE_THRESHOLDS
 ) -> dict[str, jax.Array]:
     """grad_err and Sobel edge precision / recall / F1 per image (see the module docstring)."""
     region = valid_3x3(valid)
@@ -125,14 +125,14 @@ def _boundary_pairs(inv: jax.Array) -> tuple[jax.Array, ...]:
 
 def si_boundary_f1(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> jax.Array:
     """Depth Pro's scale-invariant boundary F1 per image, on valid neighbour pairs, (B,)."""
-    eps = common.BOUNDARY_F1_DEPTH_EPS
+    eps = protocol.BOUNDARY_F1_DEPTH_EPS
     inv_p = 1.0 / jnp.maximum(jnp.where(valid, pred, 1.0), eps)
     inv_g = 1.0 / jnp.maximum(jnp.where(valid, gt, 1.0), eps)
     pair_h = valid[:, :, :-1] & valid[:, :, 1:]
     pair_v = valid[:, :-1, :] & valid[:, 1:, :]
     pair_valid = (pair_h, pair_v, pair_h, pair_v)
     thresholds = np.linspace(
-        common.BOUNDARY_F1_T_MIN, common.BOUNDARY_F1_T_MAX, common.BOUNDARY_F1_NUM
+        protocol.BOUNDARY_F1_T_MIN, protocol.BOUNDARY_F1_T_MAX, protocol.BOUNDARY_F1_NUM
     )
     weights = thresholds / thresholds.sum()
     # Thresholds on a leading axis: (T, 1, 1, 1) against (B, h, w) ratio maps.
@@ -152,7 +152,7 @@ def si_boundary_f1(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> jax.Arra
 
 
 def compute_edge_metrics(
-    pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=common.EDGE_THRESHOLDS
+    pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=protocol.EDGE_THRESHOLDS
 ) -> dict[str, jax.Array]:
     """All edge metrics of `edge_metric_names()` per image.
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3")
 # Metrics where larger is better (the rest are errors); used by reports and best-checkpoint logic.
@@ -82,10 +82,10 @@ def compute_depth_metrics(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> d
         "rmse": jnp.sqrt(mean(jnp.square(diff))),
         "rmse_log": jnp.sqrt(mean(jnp.square(log_diff))),
         "log10": mean(jnp.abs(jnp.log10(p) - jnp.log10(g))),
-        "silog": common.SILOG_METRIC_SCALE * jnp.sqrt(var_e),
+        "silog": protocol.SILOG_METRIC_SCALE * jnp.sqrt(var_e),
     }
     for k in (1, 2, 3):
-        out[f"d{k}"] = mean((ratio < common.DELTA_THRESHOLD**k).astype(jnp.float32))
+        out[f"d{k}"] = mean((ratio < protocol.DELTA_THRESHOLD**k).astype(jnp.float32))
     return out
 
 

@@ -1,8 +1,8 @@
 """Evaluation outputs: metrics.json, per_image.csv and report.md (ours).
 
 The report states the protocol in words, puts the published PyTorch numbers of method.md
-(`configs/common.py` PUBLISHED) beside ours only when the protocol is the one they were measured
-with (`configs/common.py` STANDARD_PROTOCOLS), and lists the worst images by abs_rel.
+(`dgr_jax/protocol.py` PUBLISHED) beside ours only when the protocol is the one they were measured
+with (`dgr_jax/protocol.py` STANDARD_PROTOCOLS), and lists the worst images by abs_rel.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
 
 CROP_WORDS = {
@@ -36,7 +36,7 @@ TTA_WORDS = {
 def dataset_family(dataset: str) -> str | None:
     """ "nyu" / "kitti" for dataset names of those families (for the published-numbers table)."""
     name = dataset.lower().split("/")[0]
-    for family in common.STANDARD_PROTOCOLS:
+    for family in protocol.STANDARD_PROTOCOLS:
         if name.startswith(family):
             return family
     return None
@@ -50,7 +50,7 @@ def standard_protocol_mismatches(protocol: dict[str, Any]) -> list[str] | None:
     family = dataset_family(str(protocol["dataset"]))
     if family is None:
         return None
-    standard = common.STANDARD_PROTOCOLS[family]
+    standard = protocol.STANDARD_PROTOCOLS[family]
     return [
         key for key, value in standard.items() if key != "num_images" and protocol.get(key) != value
     ]
@@ -60,8 +60,8 @@ def protocol_in_words(protocol: dict[str, Any]) -> str:
     """One paragraph describing how the numbers were computed."""
     kb = (
         "Images (and, unless the crop says otherwise, ground truth) were KB-cropped to "
-        f"{common.KB_CROP_HEIGHT}x{common.KB_CROP_WIDTH} (top = H - {common.KB_CROP_HEIGHT}, "
-        f"left = (W - {common.KB_CROP_WIDTH}) // 2). "
+        f"{protocol.KB_CROP_HEIGHT}x{protocol.KB_CROP_WIDTH} (top = H - {protocol.KB_CROP_HEIGHT}, "
+        f"left = (W - {protocol.KB_CROP_WIDTH}) // 2). "
         if protocol.get("kb_crop")
         else ""
     )
@@ -91,7 +91,7 @@ def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[s
     if family is None:
         return ["No published numbers for this dataset."]
     if mismatches:
-        standard = common.STANDARD_PROTOCOLS[family]
+        standard = protocol.STANDARD_PROTOCOLS[family]
         diffs = ", ".join(
             f"{k} = {protocol.get(k)!r} (standard {standard[k]!r})" for k in mismatches
         )
@@ -101,14 +101,14 @@ def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[s
     keys = ("abs_rel", "rmse", "d1")
     lines = ["| system | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines.append("| **ours** | " + " | ".join(_fmt(means.get(k, math.nan)) for k in keys) + " |")
-    for system, numbers in common.PUBLISHED[family].items():
+    for system, numbers in protocol.PUBLISHED[family].items():
         lines.append(f"| {system} | " + " | ".join(_fmt(numbers[k]) for k in keys) + " |")
     lines.append("")
     lines.append(
         "Published rows: NeWCRFs / PixelFormer include flip TTA (edge blend); BTS rows are its "
         "released checkpoints without TTA, KITTI on the full-resolution GT."
     )
-    expected = common.STANDARD_PROTOCOLS[family]["num_images"]
+    expected = protocol.STANDARD_PROTOCOLS[family]["num_images"]
     if protocol["num_images"] != expected:
         lines.append(
             f"Note: {protocol['num_images']} images were evaluated; the published numbers use "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from configs import common
+from dgr_jax import protocol
 
 FLIP_TTA_MODES = ("blend", "mean", "none")
 _WIDTH_AXIS = 2  # (B, H, W) or NHWC (B, H, W, C)
@@ -29,7 +29,7 @@ def flip_weights(width: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     `w_flipped` is 1 on the left pure strip and ramps to 0; `w_plain` is its mirror image. The
     mean of the two predictions gets the remaining weight 1 - w_flipped - w_plain.
     """
-    pure = common.FLIP_TTA_PURE
+    pure = protocol.FLIP_TTA_PURE
     xs = jnp.linspace(0.0, 1.0, width, dtype=dtype)
     # NeWCRFs writes 1 - clamp(20 (x - 0.05), 0, 1): 20 = 1 / pure.
     w_flipped = 1.0 - jnp.clip((1.0 / pure) * (xs - pure), 0.0, 1.0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.registry import LOSSES
 
 # Smallest depth (metres) inside a log or a reciprocal: keeps log(0) and 1/0 out of the loss.
@@ -57,7 +57,7 @@ def silog(
     pred: jax.Array,
     gt: jax.Array,
     valid: jax.Array,
-    variance_focus: float = common.SILOG_VARIANCE_FOCUS,
+    variance_focus: float = protocol.SILOG_VARIANCE_FOCUS,
 ) -> jax.Array:
     """BTS/NeWCRFs scale-invariant log loss, pooled over all valid pixels of the batch.
 
@@ -73,7 +73,7 @@ def silog(
     pred, gt = as_bhw(pred), as_bhw(gt)
     d = jnp.log(jnp.maximum(pred, DEPTH_FLOOR)) - jnp.log(jnp.maximum(gt, DEPTH_FLOOR))
     mean_d, mean_d2, _ = _masked_means(d, valid)
-    return common.SILOG_SCALE * _safe_sqrt(mean_d2 - variance_focus * mean_d**2)
+    return protocol.SILOG_SCALE * _safe_sqrt(mean_d2 - variance_focus * mean_d**2)
 
 
 @LOSSES.register("mse")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data.builders import base, manual
 from dgr_jax.registry import DATASETS
 
@@ -39,11 +39,11 @@ LAYOUT = f"""\
   M/{GT_DIR}/[train/|val/]<date>_drive_<nnnn>_sync/proj_depth/groundtruth/image_02/<frame>.png
       KITTI's annotated depth maps (data_depth_annotated.zip, unzipped)
   M/splits/{TRAIN_LIST}
-      {common.KITTI_EIGEN_TRAIN_COUNT:,} lines "<date>/<drive>/image_02/data/<frame>.png \
+      {protocol.KITTI_EIGEN_TRAIN_COUNT:,} lines "<date>/<drive>/image_02/data/<frame>.png \
 <drive>/proj_depth/groundtruth/image_02/<frame>.png <focal>"
   M/splits/{TEST_LIST}
-      {common.KITTI_EIGEN_TEST_LINES} lines, {common.KITTI_EIGEN_TEST_WITH_GT} with ground truth \
-(the others have "{NO_GT}" as depth)
+      {protocol.KITTI_EIGEN_TEST_LINES} lines, {protocol.KITTI_EIGEN_TEST_WITH_GT} with \
+ground truth (the others have "{NO_GT}" as depth)
 """
 SOURCES = (
     "Where to get them: the raw data (synced+rectified drives) and data_depth_annotated.zip "
@@ -56,7 +56,7 @@ CTX = manual.Context(
     dataset="kitti_depth_eigen",
     expected_image=f"an RGB PNG of KITTI raw at "
     f"M/{RAW_DIR}/<date>/<drive>/image_02/data/<frame>.png",
-    expected_depth=f"a single-channel 16-bit PNG, depth x {common.KITTI_DEPTH_PNG_SCALE:g} "
+    expected_depth=f"a single-channel 16-bit PNG, depth x {protocol.KITTI_DEPTH_PNG_SCALE:g} "
     "(0 = invalid), at "
     f"M/{GT_DIR}/[train/|val/]<drive>/proj_depth/groundtruth/image_02/<frame>.png",
     sources=SOURCES,
@@ -102,7 +102,7 @@ class KittiDepthEigen(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
                 "truth are left out."
             ),
             features=base.depth_features("png"),
-            metadata=tfds.core.MetadataDict(depth_png_scale=common.KITTI_DEPTH_PNG_SCALE),
+            metadata=tfds.core.MetadataDict(depth_png_scale=protocol.KITTI_DEPTH_PNG_SCALE),
         )
 
     def _split_generators(self, dl_manager):
@@ -115,11 +115,11 @@ class KittiDepthEigen(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
         train, _ = self._list_jobs(root, TRAIN_LIST, image_root, gt_root, drives)
         test, lines = self._list_jobs(root, TEST_LIST, image_root, gt_root, drives)
         name = self.dataset_name()
-        manual.check_count(name, "train", len(train), (common.KITTI_EIGEN_TRAIN_COUNT,))
+        manual.check_count(name, "train", len(train), (protocol.KITTI_EIGEN_TRAIN_COUNT,))
         manual.check_count(
-            name, "the test list", lines, (common.KITTI_EIGEN_TEST_LINES,), unit="lines"
+            name, "the test list", lines, (protocol.KITTI_EIGEN_TEST_LINES,), unit="lines"
         )
-        manual.check_count(name, "test", len(test), (common.KITTI_EIGEN_TEST_WITH_GT,))
+        manual.check_count(name, "test", len(test), (protocol.KITTI_EIGEN_TEST_WITH_GT,))
         return {
             "train": self._generate_examples(manual.generate(train, CTX, "train")),
             "test": self._generate_examples(manual.generate(test, CTX, "test")),
@@ -152,9 +152,9 @@ class KittiDepthEigen(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
                     id=rgb.rsplit(".", 1)[0],
                     image=str(image_root / rgb),
                     depth=str(drives.get(drive, gt_root) / depth),
-                    focal=manual.focal_of(line, common.KITTI_FOCAL),
+                    focal=manual.focal_of(line, protocol.KITTI_FOCAL),
                     origin=f"line {line.number} of {list_path}",
-                    depth_scale=common.KITTI_DEPTH_PNG_SCALE,
+                    depth_scale=protocol.KITTI_DEPTH_PNG_SCALE,
                 )
             )
         if len(jobs) < len(lines):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data.builders import base, manual, nyu_mat
 from dgr_jax.registry import DATASETS
 
@@ -40,16 +40,16 @@ LAYOUT = f"""\
   M/sync/<scene>/rgb_<id>.jpg, M/sync/<scene>/sync_depth_<id>.png
       the training frames (BTS's sync.zip, unzipped)
   M/official_splits/test/<scene>/rgb_<id>.jpg, .../sync_depth_<id>.png
-      the {common.NYU_TEST_COUNT} official test images (BTS's extraction of the labelled .mat)
+      the {protocol.NYU_TEST_COUNT} official test images (BTS's extraction of the labelled .mat)
   M/splits/{TRAIN_LIST}
-      BTS training list, {common.NYU_TRAIN_COUNT_BTS:,} lines "/<scene>/rgb_<id>.jpg \
-/<scene>/sync_depth_<id>.png {common.NYU_FOCAL}"
+      BTS training list, {protocol.NYU_TRAIN_COUNT_BTS:,} lines "/<scene>/rgb_<id>.jpg \
+/<scene>/sync_depth_<id>.png {protocol.NYU_FOCAL}"
   M/splits/{TRAIN_LIST_DENSE}
-      only for nyu_depth_v2_bts/dense: NeWCRFs/PixelFormer list, {common.NYU_TRAIN_COUNT_DENSE:,} \
-lines
+      only for nyu_depth_v2_bts/dense: NeWCRFs/PixelFormer list, \
+{protocol.NYU_TRAIN_COUNT_DENSE:,} lines
   M/splits/{TEST_LIST}
-      test list, {common.NYU_TEST_COUNT} lines "<scene>/rgb_<id>.jpg <scene>/sync_depth_<id>.png \
-{common.NYU_FOCAL}"
+      test list, {protocol.NYU_TEST_COUNT} lines "<scene>/rgb_<id>.jpg <scene>/sync_depth_<id>.png \
+{protocol.NYU_FOCAL}"
   Instead of official_splits/ and the test list, the official M/{nyu_mat.MAT_FILE} +
   M/{nyu_mat.SPLITS_FILE} also work (the .mat is HDF5: needs `pip install h5py`).
 """
@@ -124,7 +124,7 @@ class NyuDepthV2Bts(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
             features=base.depth_features("jpeg"),
             metadata=tfds.core.MetadataDict(
                 train_list=self.builder_config.train_list,
-                depth_png_scale=common.NYU_DEPTH_PNG_SCALE,
+                depth_png_scale=protocol.NYU_DEPTH_PNG_SCALE,
             ),
         )
 
@@ -135,11 +135,11 @@ class NyuDepthV2Bts(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
             self.dataset_name(),
             "train",
             len(train),
-            (common.NYU_TRAIN_COUNT_BTS, common.NYU_TRAIN_COUNT_DENSE),
+            (protocol.NYU_TRAIN_COUNT_BTS, protocol.NYU_TRAIN_COUNT_DENSE),
         )
         if (root / "splits" / TEST_LIST).is_file() or not (root / nyu_mat.MAT_FILE).is_file():
             test = self._list_jobs(root, TEST_LIST, root / "official_splits" / "test", "test")
-            manual.check_count(self.dataset_name(), "test", len(test), (common.NYU_TEST_COUNT,))
+            manual.check_count(self.dataset_name(), "test", len(test), (protocol.NYU_TEST_COUNT,))
             test_gen = manual.generate(test, CTX, "test")
             self.info.metadata["test_source"] = f"splits/{TEST_LIST} + official_splits/test"
         else:
@@ -172,9 +172,9 @@ class NyuDepthV2Bts(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
                     id=rgb.rsplit(".", 1)[0],
                     image=str(base_dir / rgb),
                     depth=str(base_dir / depth),
-                    focal=manual.focal_of(line, common.NYU_FOCAL),
+                    focal=manual.focal_of(line, protocol.NYU_FOCAL),
                     origin=f"line {line.number} of {list_path}",
-                    depth_scale=common.NYU_DEPTH_PNG_SCALE,
+                    depth_scale=protocol.NYU_DEPTH_PNG_SCALE,
                 )
             )
         jobs = manual.drop_missing(
@@ -196,6 +196,6 @@ class NyuDepthV2Bts(manual.ManualDirBuilder, tfds.core.GeneratorBasedBuilder):
                 f"M/splits/{TEST_LIST} with M/official_splits/test/",
             )
         count = len(nyu_mat.official_test_indices(splits, CTX.dataset))
-        manual.check_count(self.dataset_name(), "test", count, (common.NYU_TEST_COUNT,))
+        manual.check_count(self.dataset_name(), "test", count, (protocol.NYU_TEST_COUNT,))
         nyu_mat.check_readable(root / nyu_mat.MAT_FILE, CTX.dataset)
         return nyu_mat.iter_test_examples(root, CTX.dataset)

@@ -5,7 +5,7 @@ splits.mat are 1-based MATLAB indices):
   depth PNG = uint16(rawDepths[i] * 1000)  (float32 product, truncated), so depth = PNG / 1000 m,
               0 where the Kinect gave nothing (the raw, not the in-painted, depth);
   RGB       = images[i] with everything outside rows 7:474, cols 7:632 set to black
-              (`common.NYU_TEST_RGB_BOX`);
+              (`protocol.NYU_TEST_RGB_BOX`);
   files     official_splits/test/<sceneTypes[i]>/rgb_%05d.jpg, sync_depth_%05d.png.
 [ours] The same pixels and depth values; the RGB is kept lossless (PNG) where BTS writes an
 OpenCV JPEG (quality 95), so images from this source differ from BTS's official_splits JPEGs by
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from configs import common
+from dgr_jax import protocol
 from dgr_jax.data.builders.base import DatasetError, encode_png
 
 MAT_FILE = "nyu_depth_v2_labeled.mat"
@@ -114,10 +114,10 @@ def check_readable(mat_path: Path, dataset: str) -> None:
 
 def bts_test_arrays(image: np.ndarray, raw_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 with the black border, depth float32 metres) as BTS's extraction gives them."""
-    top, bottom, left, right = common.NYU_TEST_RGB_BOX
+    top, bottom, left, right = protocol.NYU_TEST_RGB_BOX
     rgb = np.zeros_like(image, dtype=np.uint8)
     rgb[top:bottom, left:right] = image[top:bottom, left:right]
-    scale = np.float32(common.NYU_DEPTH_PNG_SCALE)
+    scale = np.float32(protocol.NYU_DEPTH_PNG_SCALE)
     png = (np.asarray(raw_depth, np.float32) * scale).astype(np.uint16)
     return rgb, png.astype(np.float32) / scale
 
@@ -166,5 +166,5 @@ def _check_range(indices: np.ndarray, n: int, mat_path: Path, dataset: str) -> N
 def _example(i: int, scene: str, image: np.ndarray, raw_depth: np.ndarray) -> tuple[str, dict]:
     rgb, depth = bts_test_arrays(image, raw_depth)
     ex_id = f"{scene}/rgb_{i:05d}"
-    example = {"image": encode_png(rgb), "depth": depth, "focal": np.float32(common.NYU_FOCAL)}
+    example = {"image": encode_png(rgb), "depth": depth, "focal": np.float32(protocol.NYU_FOCAL)}
     return f"{i:05d}", {**example, "id": ex_id}

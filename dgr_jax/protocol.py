@@ -1,7 +1,8 @@
 """Protocol constants, each named once with its source.
 
-Nothing else in the repository writes these numbers: configs, evaluators, data builders and
-tests import them from here. Sources are the PyTorch hosts we are compared with (commits in
+Nothing else in the repository writes these numbers: evaluators, data builders, losses, the
+experiment configs (`configs/`, which import the library, never the reverse) and tests import
+them from here. Sources are the PyTorch hosts we are compared with (commits in
 `shared/notes/peers.md`): BTS (cleinc/bts), NeWCRFs (aliyun/NeWCRFs), PixelFormer
 (ashutosh1807/PixelFormer), and the spec `shared/paper/method.md` section 5.
 """
