@@ -9,7 +9,6 @@ Writes DIR/eval/<name>/metrics.json, report.md, per_image.csv and images/*.png.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags, logging
@@ -27,6 +26,9 @@ def main(argv: list[str]) -> int:
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
         logging.set_verbosity(logging.WARNING)
+    from dgr_jax import compile_cache, jsonio
+
+    compile_cache.enable()  # ~/.cache/dgr_jax/xla; DGR_JAX_NO_COMPILATION_CACHE=1 switches it off
     from dgr_jax.data.builders.base import DatasetError
     from dgr_jax.evaluate import evaluate_checkpoint, nest
 
@@ -35,7 +37,7 @@ def main(argv: list[str]) -> int:
     except (DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    print(json.dumps(nest(metrics), indent=2))
+    print(jsonio.dumps(nest(metrics), indent=2))
     return 0
 
 

@@ -31,8 +31,9 @@ def main(argv: list[str]) -> int:
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
         logging.set_verbosity(logging.WARNING)
-    from dgr_jax import multihost
+    from dgr_jax import compile_cache, multihost
 
+    compile_cache.enable()  # ~/.cache/dgr_jax/xla; DGR_JAX_NO_COMPILATION_CACHE=1 switches it off
     multihost.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value)
     from dgr_jax.data.builders.base import DatasetError
     from dgr_jax.trainer import TrainingError, train_and_evaluate

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dgr_jax import optim, protocol, steps, xla_options
+from dgr_jax import jsonio, optim, protocol, steps, xla_options
 from dgr_jax.losses import make_loss
 
 
@@ -70,7 +69,7 @@ def machine_info() -> dict[str, Any]:
 
 def emit(result: Mapping[str, Any]) -> None:
     """Print the result as the last line: one JSON object (load average at the end added)."""
-    print(json.dumps({**result, "load_avg_end": load_average()}), flush=True)
+    print(jsonio.dumps({**result, "load_avg_end": load_average()}), flush=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ Prints one JSON object (errors in metres).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -81,6 +80,7 @@ def main(argv=None) -> None:
     import torch
     from flax import nnx
 
+    from dgr_jax import jsonio
     from dgr_jax.convert.newcrfs import convert_newcrfs_checkpoint
     from dgr_jax.convert.torch_layout import assign_pure_dict
     from dgr_jax.models import build_model
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
 
     err = np.abs(out - ref)
     print(
-        json.dumps(
+        jsonio.dumps(
             {
                 "benchmark": "newcrfs_parity",
                 "version": args.version,

@@ -24,7 +24,6 @@ it `exact_emd_ms` is null with a note. Timings on a shared CPU are noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -41,6 +40,7 @@ from scipy.ndimage import gaussian_filter
 
 from benchmarks import harness
 from configs import nyu_vit_dgr, synthetic_vit_dgr
+from dgr_jax import jsonio
 from dgr_jax.losses.depth import silog
 from dgr_jax.losses.ot import ot_masses, otdl, pixel_centres
 
@@ -241,7 +241,7 @@ def main() -> None:
     for name, module in (("synthetic_vit_dgr", synthetic_vit_dgr), ("nyu_vit_dgr", nyu_vit_dgr)):
         cfg = module.get_config()
         results["configs"][name] = bench_config(cfg, args.quick)
-        print(f"{name}: {json.dumps(results['configs'][name])}", flush=True)
+        print(f"{name}: {jsonio.dumps(results['configs'][name])}", flush=True)
     results["grid_ms"] = results["configs"]["synthetic_vit_dgr"]["grid_ms"]
     results["calibration"] = calibration(main_cfg)
     results.update(step_overhead(main_cfg, args.quick))

@@ -15,6 +15,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from dgr_jax import jsonio
+
 
 def truncate_jsonl(path: str, last_step: int) -> None:
     """Keep only the lines whose "step" is <= last_step (atomic rewrite)."""
@@ -71,7 +73,7 @@ class MetricWriter:
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
         path = self.jsonl if kind == "train" else self.eval_jsonl
         with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(jsonio.dumps(record) + "\n")
         self._tb_event(
             step,
             [
@@ -137,7 +139,7 @@ def plot_training_curves(workdir: str) -> str | None:
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     plotted = []
     for key in sorted({k for r in rows for k in r if k.startswith("loss")}):
-        values = [r.get(key, np.nan) for r in rows]
+        values = [jsonio.nan_if_none(r.get(key)) for r in rows]
         plotted += values
         ax_loss.plot(steps, values, label=key)
     # Log axis: the loss terms are logged unweighted and span orders of magnitude (OTDL ~1e-3
@@ -151,7 +153,7 @@ def plot_training_curves(workdir: str) -> str | None:
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training loss (terms unweighted)")
     ax_loss.legend()
-    ax_lr.plot(steps, [r.get("lr", np.nan) for r in rows])
+    ax_lr.plot(steps, [jsonio.nan_if_none(r.get("lr")) for r in rows])
     ax_lr.set_xlabel("step")
     ax_lr.set_title("learning rate")
     fig.tight_layout()

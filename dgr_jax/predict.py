@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels: write .ply")
     p.add_argument("--flip_tta", default="blend", choices=("blend", "mean", "none"))
     args = p.parse_args(argv)
+    from dgr_jax import compile_cache
+
+    compile_cache.enable()
 
     from dgr_jax import protocol, viz
 

@@ -10,7 +10,6 @@ resumes exactly from the latest checkpoint (state, optimizer, step, rng and data
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -25,6 +24,7 @@ import numpy as np
 from dgr_jax import (
     checkpoint,
     evaluate,
+    jsonio,
     multihost,
     optim,
     sharding,
@@ -105,8 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        jsonio.write(os.path.join(workdir, "config.json"), jsonio.config_json(config))
 
     # ---- Mesh --------------------------------------------------------------------------------
     mesh = sharding.make_mesh(config.mesh)
@@ -314,8 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "train_seconds_this_run": round(time.perf_counter() - t_start, 1),
                 "train_step_compilations": train_step._cache_size(),
             }
-            with open(os.path.join(workdir, "metrics.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            jsonio.write(os.path.join(workdir, "metrics.json"), summary)
             plot_training_curves(workdir)
         return final_metrics
     finally:

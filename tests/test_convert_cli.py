@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from json_helpers import assert_strict_json_tree
 from newcrfs_layout import (
     arch_of,
     official_newcrfs_keys,
@@ -106,6 +107,8 @@ def test_newcrfs_released_checkpoint_to_eval(tmp_path, capsys):
     metrics = evaluate_checkpoint(config, str(tmp_path / "eval_run"))
     assert metrics["test/num_images"] == 2
     assert np.isfinite(metrics["test/abs_rel"]) and metrics["test/abs_rel"] > 0
+    assert "eval/test/metrics.json" in assert_strict_json_tree(tmp_path / "eval_run")
+    assert "model.json" in assert_strict_json_tree(out)
     written = json.loads((tmp_path / "eval_run/eval/test/metrics.json").read_text())
     assert written["abs_rel"] == pytest.approx(metrics["test/abs_rel"])
 

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from json_helpers import assert_strict_json_tree
 
 from dgr_jax import configlib, protocol, steps
 from dgr_jax.analysis import arms as arms_lib
@@ -238,6 +239,7 @@ def test_smoke_study_writes_every_output(tmp_path, rbg_keys):
             np.testing.assert_allclose(float(r["kept"]), 1 - float(r["sparsity"]), atol=1e-3)
         assert float(next(r for r in mine if float(r["sparsity"]) == 0)["rmse_vs_full"]) == 0
 
+    assert {"results.json", "config.json"} <= set(assert_strict_json_tree(workdir))
     summary = (workdir / "summary.md").read_text()
     assert "On this data the claim" in summary and "image_edge" in summary
     assert "differ only under `model.encoder`" in summary

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from json_helpers import assert_strict_json_tree
 
 from dgr_jax import checkpoint, configlib, steps
 from dgr_jax.data import pipeline
@@ -65,6 +66,13 @@ def test_smoke_main_job_writes_every_output(tmp_path):
     assert np.isfinite(metrics["test/abs_rel"])
     steps_saved = checkpoint.Checkpointer(str(workdir / "checkpoints"), read_only=True).all_steps()
     assert config.total_steps in steps_saved
+    # Every JSON file parses strictly; the constant baseline's undefined edge precision (no
+    # predicted edges) is written as null, not as a bare NaN.
+    checked = assert_strict_json_tree(workdir)
+    assert {"metrics.json", "config.json", "train_metrics.jsonl", "eval/test/metrics.json"} <= set(
+        checked
+    )
+    assert baseline["edge_precision_0.25"] is None
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ import jax
 import ml_collections
 import optax
 
-from dgr_jax import sharding, xla_options
+from dgr_jax import compile_cache, jsonio, sharding, xla_options
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.analysis import mask_training, study_eval, study_outputs
 from dgr_jax.data import datasets, pipeline
@@ -177,8 +177,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     timing: dict[str, float] = {}
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    jsonio.write(os.path.join(workdir, "config.json"), jsonio.config_json(config))
     mesh = sharding.make_mesh(config.mesh)
     data_size = mesh.shape["data"]
     if config.mask.batch_size % data_size:
@@ -258,6 +257,7 @@ def main(argv) -> int:
 
     if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
         absl_logging.set_verbosity(absl_logging.WARNING)
+    compile_cache.enable()
     command = "python -m dgr_jax.analysis.sparse_pixel " + " ".join(sys.argv[1:])
     run_study(_CONFIG.value, _WORKDIR.value, command=command)
     return 0

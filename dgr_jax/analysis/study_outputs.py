@@ -5,7 +5,6 @@ Ours. File list and meaning: `sparse_pixel.py`'s module docstring.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 
@@ -13,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from dgr_jax import jsonio
 from dgr_jax.analysis import figures, report
 from dgr_jax.analysis.sparsity import PIXEL_CLASSES, grey, sobel_magnitude
 from dgr_jax.analysis.study_eval import TestSet
@@ -197,7 +197,6 @@ def write_tables_and_summary(workdir: str, results: dict) -> None:
     """sparsity_curves.csv, lambda_sweep.csv, results.json and summary.md."""
     report.write_csv(os.path.join(workdir, "sparsity_curves.csv"), results["curves"], CURVE_COLUMNS)
     report.write_csv(os.path.join(workdir, "lambda_sweep.csv"), results["sweep"], SWEEP_COLUMNS)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=float)
+    jsonio.write(os.path.join(workdir, "results.json"), results)
     with open(os.path.join(workdir, "summary.md"), "w") as f:
         f.write(report.render_summary(results))

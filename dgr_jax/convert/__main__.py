@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from dgr_jax import jsonio
+
 
 def _from_hf_dir(args: argparse.Namespace) -> Any:
     from dgr_jax.convert.hf import convert_hf_dir
@@ -140,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         parser.exit(2, f"error: {message}\n")
-    print(json.dumps(_summary(out, weights)), flush=True)
+    print(jsonio.dumps(_summary(out, weights)), flush=True)
     return 0
 
 

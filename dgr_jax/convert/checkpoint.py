@@ -46,6 +46,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from dgr_jax import jsonio
 from dgr_jax.models import build_encoder, build_model
 
 FORMAT = "dgr_jax.converted.v1"
@@ -188,7 +189,7 @@ def save_converted(
         "kept_init": kept,
         "source": _to_json(weights.source),
     }
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    jsonio.write(out / "model.json", meta)
     return out
 
 

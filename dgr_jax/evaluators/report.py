@@ -8,7 +8,6 @@ with (`dgr_jax/protocol.py` STANDARD_PROTOCOLS), and lists the worst images by a
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -16,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dgr_jax import protocol
+from dgr_jax import jsonio
+from dgr_jax import protocol as constants  # `protocol` is the evaluated protocol's dict here
 from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
 
 CROP_WORDS = {
@@ -36,7 +36,7 @@ TTA_WORDS = {
 def dataset_family(dataset: str) -> str | None:
     """ "nyu" / "kitti" for dataset names of those families (for the published-numbers table)."""
     name = dataset.lower().split("/")[0]
-    for family in protocol.STANDARD_PROTOCOLS:
+    for family in constants.STANDARD_PROTOCOLS:
         if name.startswith(family):
             return family
     return None
@@ -50,7 +50,7 @@ def standard_protocol_mismatches(protocol: dict[str, Any]) -> list[str] | None:
     family = dataset_family(str(protocol["dataset"]))
     if family is None:
         return None
-    standard = protocol.STANDARD_PROTOCOLS[family]
+    standard = constants.STANDARD_PROTOCOLS[family]
     return [
         key for key, value in standard.items() if key != "num_images" and protocol.get(key) != value
     ]
@@ -60,8 +60,9 @@ def protocol_in_words(protocol: dict[str, Any]) -> str:
     """One paragraph describing how the numbers were computed."""
     kb = (
         "Images (and, unless the crop says otherwise, ground truth) were KB-cropped to "
-        f"{protocol.KB_CROP_HEIGHT}x{protocol.KB_CROP_WIDTH} (top = H - {protocol.KB_CROP_HEIGHT}, "
-        f"left = (W - {protocol.KB_CROP_WIDTH}) // 2). "
+        f"{constants.KB_CROP_HEIGHT}x{constants.KB_CROP_WIDTH} "
+        f"(top = H - {constants.KB_CROP_HEIGHT}, "
+        f"left = (W - {constants.KB_CROP_WIDTH}) // 2). "
         if protocol.get("kb_crop")
         else ""
     )
@@ -91,7 +92,7 @@ def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[s
     if family is None:
         return ["No published numbers for this dataset."]
     if mismatches:
-        standard = protocol.STANDARD_PROTOCOLS[family]
+        standard = constants.STANDARD_PROTOCOLS[family]
         diffs = ", ".join(
             f"{k} = {protocol.get(k)!r} (standard {standard[k]!r})" for k in mismatches
         )
@@ -101,14 +102,14 @@ def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[s
     keys = ("abs_rel", "rmse", "d1")
     lines = ["| system | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines.append("| **ours** | " + " | ".join(_fmt(means.get(k, math.nan)) for k in keys) + " |")
-    for system, numbers in protocol.PUBLISHED[family].items():
+    for system, numbers in constants.PUBLISHED[family].items():
         lines.append(f"| {system} | " + " | ".join(_fmt(numbers[k]) for k in keys) + " |")
     lines.append("")
     lines.append(
         "Published rows: NeWCRFs / PixelFormer include flip TTA (edge blend); BTS rows are its "
         "released checkpoints without TTA, KITTI on the full-resolution GT."
     )
-    expected = protocol.STANDARD_PROTOCOLS[family]["num_images"]
+    expected = constants.STANDARD_PROTOCOLS[family]["num_images"]
     if protocol["num_images"] != expected:
         lines.append(
             f"Note: {protocol['num_images']} images were evaluated; the published numbers use "
@@ -126,22 +127,8 @@ def worst_indices(per_image: dict[str, np.ndarray], k: int, key: str = "abs_rel"
 
 
 def write_metrics_json(path: str, payload: dict[str, Any]) -> None:
-    """Write JSON with NaN as null (strict JSON)."""
-
-    def clean(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (float, np.floating)):
-            return None if math.isnan(x) else float(x)
-        if isinstance(x, np.integer):
-            return int(x)
-        return x
-
-    with open(path, "w") as f:
-        json.dump(clean(payload), f, indent=2, sort_keys=False)
-        f.write("\n")
+    """Write JSON with undefined values (NaN, inf) as null (strict JSON)."""
+    jsonio.write(path, payload)
 
 
 def write_per_image_csv(

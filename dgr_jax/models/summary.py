@@ -13,7 +13,6 @@ configs are fine on a laptop. "without DGR" rebuilds the model with `model.dgr.e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from dgr_jax import jsonio
 from dgr_jax.models import build_model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file")
@@ -85,7 +85,7 @@ def main(argv: Sequence[str]) -> None:
     print(f"decoder {m.decoder.to_dict()}  dgr {m.dgr.to_dict() if 'dgr' in m else None}")
     print(f"params  {result['params']:,} ({result['dgr_params_pct']:+.2f}% from DGR)")
     print(f"GFLOPs  {result['flops'] / 1e9:,.2f} ({result['dgr_flops_pct']:+.2f}% from DGR)")
-    print(json.dumps(result))
+    print(jsonio.dumps(result))
 
 
 if __name__ == "__main__":
