@@ -27,7 +27,8 @@ from dgr_jax.convert.swin_timm import (
 )
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
 from dgr_jax.models import DepthModel, build_model
-from dgr_jax.models.swin import Mlp, Swin
+from dgr_jax.models.blocks.host_common import Mlp
+from dgr_jax.models.encoders.swin import Swin
 from dgr_jax.weights import config_differences
 
 ARCH = Arch()

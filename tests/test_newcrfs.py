@@ -15,11 +15,11 @@ from jax.sharding import PartitionSpec as P
 
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
 from dgr_jax.models import DepthModel, build_model
-from dgr_jax.models import newcrfs_ops as ops
-from dgr_jax.models.newcrfs import IdentityHead, NeWCRFsDecoder
-from dgr_jax.models.newcrfs_crf import NewCRF
-from dgr_jax.models.newcrfs_psp import PSPHead
-from dgr_jax.models.swin import Swin
+from dgr_jax.models.blocks import host_common as ops
+from dgr_jax.models.blocks.host_common import PSPHead
+from dgr_jax.models.decoders.newcrfs import IdentityHead, NeWCRFsDecoder, convex_upsample
+from dgr_jax.models.decoders.newcrfs_crf import NewCRF
+from dgr_jax.models.encoders.swin import Swin
 from dgr_jax.registry import DECODERS, HEADS
 
 torch = pytest.importorskip("torch")
@@ -127,7 +127,7 @@ def test_convex_upsample_matches_unfold_formulation():
     m = torch.softmax(torch.from_numpy(mask).view(2, 1, 9, 4, 4, 5, 6), dim=2)
     patches = F.unfold(torch.from_numpy(disp), kernel_size=3, padding=1).view(2, 1, 9, 1, 1, 5, 6)
     ref = (m * patches).sum(2).permute(0, 1, 4, 2, 5, 3).reshape(2, 20, 24).numpy()
-    got = ops.convex_upsample(disp.transpose(0, 2, 3, 1), mask.transpose(0, 2, 3, 1), 4)
+    got = convex_upsample(disp.transpose(0, 2, 3, 1), mask.transpose(0, 2, 3, 1), 4)
     np.testing.assert_allclose(np.asarray(got)[..., 0], ref, atol=1e-6)
 
 

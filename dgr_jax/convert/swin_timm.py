@@ -1,4 +1,4 @@
-"""Swin weights -> our `dgr_jax.models.swin.Swin`: microsoft/timm-0.4 layout and transformers.
+"""Swin weights -> our `dgr_jax.models.encoders.swin.Swin`: microsoft/timm-0.4 and transformers.
 
 Layouts [authors' code, read for key names only]:
 - "microsoft": microsoft/Swin-Transformer checkpoints (`swin_large_patch4_window7_224_22k.pth`,

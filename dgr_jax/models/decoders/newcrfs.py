@@ -22,7 +22,7 @@ DGR: with `dgr` settings (`config.model.dgr` without `enabled`; `positions` are 
 names), the decoder builds one DGR block per listed stage and applies it to that stage's map
 before the PSP/CRF levels (the paper's "features processed by the transformer encoder").
 `dgr_factory(channels, *, rngs) -> module`, `module(x) -> x`, overrides how blocks are built
-(tests, ablations); by default they are `dgr_jax.models.dgr.DGR`.
+(tests, ablations); by default they are `dgr_jax.models.blocks.dgr.DGR`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dgr_jax.models.dgr import DGR
-from dgr_jax.models.newcrfs_crf import NewCRF, conv3x3
-from dgr_jax.models.newcrfs_ops import convex_upsample, pixel_shuffle, resize_bilinear
-from dgr_jax.models.newcrfs_psp import PSPHead
+from dgr_jax.models.blocks.dgr import DGR
+from dgr_jax.models.blocks.host_common import PSPHead, conv3x3, pixel_shuffle, resize_bilinear
+from dgr_jax.models.decoders.newcrfs_crf import NewCRF
 from dgr_jax.registry import DECODERS, HEADS
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
@@ -148,6 +148,26 @@ class NeWCRFsDecoder(nnx.Module):
         else:
             disp = resize_bilinear(disp, (UPSAMPLE * h, UPSAMPLE * w), align_corners=False)
         return (disp * self.max_depth).astype(jnp.float32)  # metres, float32 for losses
+
+
+def convex_upsample(disp: jax.Array, mask: jax.Array, r: int = 4) -> jax.Array:
+    """Upsample (B, H, W, 1) by r with per-pixel convex weights over the 3x3 neighbourhood.
+
+    `mask` (B, H, W, 9 r^2), channel k r^2 + i r + j holds the logit of neighbour k (row-major
+    3x3, zero padding outside) for sub-pixel (i, j); softmax over k (NeWCRFs upsample_mask, after
+    RAFT). Returns (B, r H, r W, 1).
+    """
+    b, h, w, _ = disp.shape
+    # (B, H, W, 9 r^2) -> (B, H, W, 9, r, r), softmax over the 9 neighbours.
+    weights = jax.nn.softmax(
+        einops.rearrange(mask, "b h w (k i j) -> b h w k i j", k=9, i=r, j=r), axis=3
+    )
+    padded = jnp.pad(disp[..., 0], ((0, 0), (1, 1), (1, 1)))
+    neighbours = jnp.stack(
+        [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=-1
+    )  # (B, H, W, 9)
+    up = jnp.einsum("bhwkij,bhwk->bhwij", weights, neighbours)
+    return einops.rearrange(up, "b h w i j -> b (h i) (w j) 1")
 
 
 def _check_strides(feats: Mapping[str, jax.Array]) -> None:
