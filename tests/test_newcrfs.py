@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from model_helpers import random_fill
 
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
 from dgr_jax.models import DepthModel, build_model
@@ -33,27 +34,6 @@ TINY_DECODER = {
     "psp_channels": 32,
     "ppm_norm_groups": 16,
 }
-
-
-def random_fill(model: nnx.Module, seed: int = 0) -> nnx.Module:
-    """Fill an (abstract) model with informative random values, fast (numpy, no XLA init)."""
-    rs = np.random.RandomState(seed)
-    pure = {}
-    for path, leaf in flatten(nnx.to_pure_dict(nnx.state(model))).items():
-        shape, name = leaf.shape, path[-1]
-        if name == "kernel":
-            value = rs.randn(*shape) / np.sqrt(np.prod(shape[:-1]))
-        elif name == "scale":
-            value = 1.0 + 0.1 * rs.randn(*shape)
-        elif name == "var":
-            value = 0.5 + rs.rand(*shape)
-        elif name in ("bias", "mean"):
-            value = 0.05 * rs.randn(*shape)
-        else:  # relative position bias tables
-            value = 0.5 * rs.randn(*shape)
-        pure[path] = value.astype(np.float32)
-    assign_pure_dict(model, pure)
-    return model
 
 
 # One block per Swin stage and per CRF level: same structure, shorter compiles.

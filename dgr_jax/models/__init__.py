@@ -1,7 +1,7 @@
 """Depth models: encoders, decoders / hosts with DGR, and the blocks they are made of.
 
     encoders/   vit.py, resnet.py, swin.py             image -> {"stage1".."stage4"}
-    decoders/   dpt.py, newcrfs.py (+ newcrfs_crf.py)  stage maps -> depth (with heads)
+    decoders/   dpt.py, newcrfs.py, pixelformer.py     stage maps -> depth (with heads)
     blocks/     dgr.py, attention.py, layers.py, host_common.py
     depth_model.py (DepthModel, build_model), mask_net.py (sparse-pixel masks), summary.py
 

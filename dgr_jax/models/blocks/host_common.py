@@ -32,7 +32,8 @@ What is whose:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import einops
 import jax
@@ -40,6 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dgr_jax.models.blocks.dgr import DGR
+
+STAGES = ("stage1", "stage2", "stage3", "stage4")
 LN_EPS = 1e-5  # torch nn.LayerNorm default, used by every Swin implementation we load
 # Swin's init (microsoft init_weights): truncated normal 0.02 for Linear and the bias table.
 TRUNC_NORMAL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
@@ -196,18 +200,33 @@ def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
     return nnx.LayerNorm(dim, epsilon=LN_EPS, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
 
-def linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(
-        din, dout, use_bias=use_bias, kernel_init=TRUNC_NORMAL_INIT, dtype=dtype, rngs=rngs
-    )
+def linear(
+    din: int,
+    dout: int,
+    *,
+    rngs: nnx.Rngs,
+    dtype,
+    use_bias: bool = True,
+    kernel_init=TRUNC_NORMAL_INIT,
+) -> nnx.Linear:
+    """torch Linear(din, dout); Swin's truncated-normal init unless told otherwise."""
+    return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
 
 
 class Mlp(nnx.Module):
     """fc1 -> exact GELU -> fc2 (torch nn.GELU default is the erf form)."""
 
-    def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
-        self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype)
-        self.fc2 = linear(hidden, dim, rngs=rngs, dtype=dtype)
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        kernel_init=TRUNC_NORMAL_INIT,
+    ):
+        self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype, kernel_init=kernel_init)
+        self.fc2 = linear(hidden, dim, rngs=rngs, dtype=dtype, kernel_init=kernel_init)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
@@ -331,3 +350,51 @@ class PSPHead(nnx.Module):
             y = stage(adaptive_avg_pool(x, (scale, scale)), train=train)
             outs.append(resize_bilinear(y, (h, w), align_corners=False))
         return self.bottleneck(jnp.concatenate(outs, axis=-1), train=train)
+
+
+# --------------------------------------------------------------------------------------------
+# Host plumbing: DGR on the encoder stages, the multiple-of-32 check.
+# --------------------------------------------------------------------------------------------
+DgrFactory = Callable[..., nnx.Module]
+
+
+def stage_dgr(
+    settings: Mapping[str, Any] | None,
+    factory: DgrFactory | None,
+    in_channels: Mapping[str, int],
+    *,
+    host: str,
+    rngs: nnx.Rngs,
+    dtype,
+) -> nnx.Dict | None:
+    """One DGR block per encoder stage listed in `settings["positions"]` (None: no DGR).
+
+    `factory(channels, *, rngs) -> module` overrides how blocks are built (tests, ablations);
+    by default they are `dgr_jax.models.blocks.dgr.DGR(channels, **settings)`.
+    """
+    if settings is None:
+        return None
+    settings = dict(settings)
+    positions = tuple(settings.pop("positions", STAGES))
+    unknown = sorted(set(positions) - set(STAGES))
+    if unknown:
+        raise ValueError(f"{host} DGR positions are encoder stages {STAGES}, got {unknown}")
+    if factory is None:
+
+        def factory(channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
+            return DGR(channels, **settings, dtype=dtype, rngs=rngs)
+
+    return nnx.Dict({s: factory(in_channels[s], rngs=rngs) for s in positions})
+
+
+def check_stage_sizes(feats: Mapping[str, jax.Array], host: str) -> None:
+    """Each stage must be twice the size of the next (the hosts' PixelShuffle(2) between
+    levels needs it), as for input sides that are multiples of 32; raised at trace time, so a
+    wrong size stops before anything is compiled."""
+    sizes = [tuple(feats[s].shape[1:3]) for s in STAGES]
+    for fine, coarse in zip(sizes, sizes[1:]):
+        if fine != (2 * coarse[0], 2 * coarse[1]):
+            raise ValueError(
+                f"{host} needs H and W divisible by 32 (stage sizes {sizes}); resize or pad the "
+                "input (NYU 480x640 and the KITTI KB crop 352x1216 are)"
+            )
