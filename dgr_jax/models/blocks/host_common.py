@@ -3,7 +3,9 @@
 One module so the two hosts import one copy: PyTorch's resizing, adaptive pooling and
 PixelShuffle; Swin's window partition / reverse, relative-position index, shifted-window mask
 and window attention; the transformer pieces (LayerNorm, Linear, MLP) and 3x3 convs with
-PyTorch's initialisations; the PSP (pyramid pooling) head that starts both decoders.
+PyTorch's initialisations; the PSP (pyramid pooling) head that starts both decoders; and the
+hosts' plumbing: DGR blocks on the encoder stages (`stage_dgr`) and the multiple-of-32 check
+(`check_stage_sizes`).
 
 What is whose:
 - [paper] Swin (Liu et al., ICCV 2021): attention inside non-overlapping windows with a learned
