@@ -1,10 +1,10 @@
-"""Attention on the CPU: `dgr_jax.models.attention` against `jax.nn.dot_product_attention`.
+"""Attention on the CPU: `dgr_jax.models.blocks.attention` against `jax.nn.dot_product_attention`.
 
     python benchmarks/attention.py [--quick]
 
-The before/after of the hand-written attention gradient (dgr_jax/models/attention.py), measured
-in one process on the DPT of the JAX-vs-PyTorch comparisons (benchmarks/dpt_pair.py: ViT-S/16,
-fusion 128, converted from transformers' DPTForDepthEstimation), float32:
+The before/after of the hand-written attention gradient (dgr_jax/models/blocks/attention.py),
+measured in one process on the DPT of the JAX-vs-PyTorch comparisons (benchmarks/dpt_pair.py:
+ViT-S/16, fusion 128, converted from transformers' DPTForDepthEstimation), float32:
 
   train_step: the trainer's step (SILog + Adam, state donated; as train_step_vs_torch.py),
       batch 4 at 256x256;
@@ -36,7 +36,7 @@ import numpy as np
 from benchmarks import dpt_pair, harness
 from benchmarks.train_step_vs_torch import bench_config
 from dgr_jax import steps, xla_options
-from dgr_jax.models import attention
+from dgr_jax.models.blocks import attention
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ inside the functions, so importing this module costs nothing.
 
 HF DPT with its own ViT backbone reshapes its tokens to a square grid in the neck, so inputs
 are square; at sides that are multiples of 32 HF's and our decoder resize identically (see
-dgr_jax/models/decoder.py), so both sides compute the same function.
+dgr_jax/models/decoders/dpt.py), so both sides compute the same function.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.input.prefetch = 2
 
     c.model = ml_collections.ConfigDict()
-    # Encoder kwargs (dgr_jax/models/vit.py, resnet.py). `image_size`: the grid the ViT's position
-    # embeddings are stored for (other input sizes resize them).
+    # Encoder kwargs (dgr_jax/models/encoders/vit.py, resnet.py). `image_size`: the grid the
+    # ViT's position embeddings are stored for (other input sizes resize them).
     c.model.encoder = ml_collections.ConfigDict(
         {
             "name": "vit",

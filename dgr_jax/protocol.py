@@ -79,6 +79,10 @@ GAMMA_RANGE = (0.9, 1.1)
 NYU_BRIGHTNESS_RANGE = (0.75, 1.25)
 KITTI_BRIGHTNESS_RANGE = (0.9, 1.1)
 COLOUR_RANGE = (0.9, 1.1)
+# CutDepth (Ishii & Yamashita 2021), as PixelFormer applies it to every NYU training sample
+# (dataloaders/dataloader.py): the pasted rectangle's sides are U(0, 1) * CUTDEPTH_SIZE_FACTOR
+# of the room left after its random corner.
+CUTDEPTH_SIZE_FACTOR = 0.75
 
 # ImageNet normalisation used by every host (torchvision convention), RGB in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -92,8 +96,12 @@ POLY_POWER = 0.9
 POLY_END_FACTOR = 0.1
 NEWCRFS_LR = 2e-5
 NEWCRFS_EPOCHS = 50  # NeWCRFs configs/arguments_train_{nyu,kittieigen}.txt num_epochs
-PIXELFORMER_LR = 4e-5
+PIXELFORMER_LR = 4e-5  # PixelFormer configs/arguments_train_{nyu,kittieigen}.txt learning_rate
 PIXELFORMER_EPOCHS = 20  # PixelFormer's training length (NeWCRFs: 50)
+# PixelFormer's bin-centre predictor spans (PIXELFORMER_MIN_DEPTH, max_depth): the constructor
+# default min_depth=0.1 of `PixelFormer` / `BCP` (networks/PixelFormer.py), which no script
+# overrides, so it is 0.1 m for KITTI too (max_depth: NYU_MAX_DEPTH / KITTI_MAX_DEPTH).
+PIXELFORMER_MIN_DEPTH = 0.1
 
 # --------------------------------------------------------------------------------------------
 # Dataset sizes, to warn when a user's copy differs (shared/notes/peers.md section 2.5).

@@ -4,6 +4,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
+
 
 def rngs(seed: int = 0) -> nnx.Rngs:
     """Parameter RNGs for tests. "rbg" keys compile about 8x faster than threefry on CPU, and
@@ -50,4 +52,25 @@ def materialize(module_fn, seed: int = 0):
         for p in path[:-1]:
             owner = owner[p] if isinstance(p, int) else getattr(owner, p)
         getattr(owner, name).set_value(jax.numpy.asarray(value, var.dtype))
+    return model
+
+
+def random_fill(model: nnx.Module, seed: int = 0) -> nnx.Module:
+    """Fill an (abstract) model with informative random values, fast (numpy, no XLA init)."""
+    rs = np.random.RandomState(seed)
+    pure = {}
+    for path, leaf in flatten(nnx.to_pure_dict(nnx.state(model))).items():
+        shape, name = leaf.shape, path[-1]
+        if name == "kernel":
+            value = rs.randn(*shape) / np.sqrt(np.prod(shape[:-1]))
+        elif name == "scale":
+            value = 1.0 + 0.1 * rs.randn(*shape)
+        elif name == "var":
+            value = 0.5 + rs.rand(*shape)
+        elif name in ("bias", "mean"):
+            value = 0.05 * rs.randn(*shape)
+        else:  # relative position bias tables
+            value = 0.5 * rs.randn(*shape)
+        pure[path] = value.astype(np.float32)
+    assign_pure_dict(model, pure)
     return model

@@ -11,7 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from dgr_jax.models.swin import SWIN_VARIANTS, relative_position_index
+from dgr_jax.models.blocks.host_common import relative_position_index
+from dgr_jax.models.encoders.swin import SWIN_VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dgr_jax.models import attention
+from dgr_jax.models.blocks import attention
 
 
 def _qkv(shape, seed, logit_scale=1.0):

@@ -115,3 +115,55 @@ def test_preprocess_outputs_float_arrays_of_the_crop_size():
     out = augment.Preprocess("flip|random_crop(8,12)|normalize")(rec, np.random.default_rng(0))
     assert set(out) == {"image", "depth"}
     assert out["image"].shape == (8, 12, 3) and out["image"].dtype == np.float32
+
+
+def _official_cutdepth(img, depth, a, b, c, d):
+    """PixelFormer bb0ae9f dataloader.py's CutDepth, written from its formula (NYU branch):
+    img float32 (H, W, 3) in [0, 1], depth (H, W, 1) metres."""
+    H, W = img.shape[0], img.shape[1]
+    l_, u = int(a * W), int(b * H)  # the official `l`
+    w, h = int(max((W - a * W) * c * 0.75, 1)), int(max((H - b * H) * d * 0.75, 1))
+    depth_copied = np.repeat(depth, 3, axis=2)
+    M = np.ones(img.shape)
+    M[l_ : l_ + h, u : u + w, :] = 0
+    return (M * img + (1 - M) * depth_copied).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cutdepth_reproduces_pixelformer_formula(seed):
+    rs = np.random.RandomState(seed)
+    h, w = 24, 40  # wider than high, as NYU: rectangles whose row start l >= H paste nothing
+    image = rs.randint(0, 256, (h, w, 3)).astype(np.uint8)
+    depth = rs.uniform(0.5, 10.0, (h, w)).astype(np.float32)
+    depth[rs.rand(h, w) < 0.2] = 0.0  # invalid pixels are pasted as 0 too
+    ex = {"image": image, "depth": depth}
+    a, b, c, d = np.random.default_rng(seed).uniform(size=4)  # the op's four draws
+    ref = _official_cutdepth(image.astype(np.float32) / 255.0, depth[..., None], a, b, c, d)
+    out = _apply(augment.cutdepth(swap_rows_cols=True), ex, seed)
+    np.testing.assert_array_equal(out["image"], ref)
+    assert np.array_equal(out["depth"], depth)  # the depth map is untouched
+    # The paper's rectangle (default) is the transposed placement of the corner.
+    paper = _apply(augment.cutdepth(), ex, seed)["image"]
+    top, left = int(b * h), int(a * w)
+    rect_w = int(max((w - a * w) * c * 0.75, 1))
+    rect_h = int(max((h - b * h) * d * 0.75, 1))
+    pasted = np.zeros((h, w), bool)
+    pasted[top : top + rect_h, left : left + rect_w] = True
+    np.testing.assert_array_equal(paper[pasted][:, 0], depth[pasted])
+    np.testing.assert_array_equal(paper[~pasted], image[~pasted].astype(np.float32) / 255.0)
+
+
+def test_cutdepth_swap_pastes_nothing_when_the_row_start_leaves_the_frame():
+    ex = {"image": np.full((24, 40, 3), 128, np.uint8), "depth": np.full((24, 40), 5.0, "f4")}
+    seeds = [s for s in range(200) if np.random.default_rng(s).uniform() * 40 >= 24]
+    out = _apply(augment.cutdepth(swap_rows_cols=True), ex, seeds[0])
+    np.testing.assert_array_equal(out["image"], np.full((24, 40, 3), 128 / 255.0, np.float32))
+
+
+def test_parse_accepts_keyword_arguments_and_names_bad_ones():
+    op = augment.parse("cutdepth(swap_rows_cols=True)|normalize")[0]
+    assert callable(op)
+    with pytest.raises(ValueError, match="bad arguments"):
+        augment.parse("cutdepth(swap=True)|normalize")
+    with pytest.raises(ValueError, match="Python literals"):
+        augment.parse("cutdepth(swap_rows_cols=yes)|normalize")

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 from model_helpers import rngs
 
-from dgr_jax.models import layers
+from dgr_jax.models.blocks import layers
 
 _DN = ("NHWC", "HWIO", "NHWC")
 

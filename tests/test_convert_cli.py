@@ -1,8 +1,9 @@
 """`python -m dgr_jax.convert` for every source, then `--config.init_from` in eval and training.
 
-Sources are tiny synthetic checkpoints in the official layouts (tests/newcrfs_layout.py) or tiny
-random transformers models; nothing is downloaded. Data: the synthetic dataset at 64x96 (sides
-multiples of 32, as NeWCRFs needs), built once per session.
+Sources are tiny synthetic checkpoints in the official layouts (tests/newcrfs_layout.py,
+tests/pixelformer_layout.py) or tiny random transformers models; nothing is downloaded. Data:
+the synthetic dataset at 64x96 (sides multiples of 32, as NeWCRFs and PixelFormer need), built
+once per session.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from newcrfs_layout import (
     synthetic_state_dict,
     to_torch,
 )
+from pixelformer_layout import official_pixelformer_keys, pf_arch_of
+from pixelformer_layout import released_layout as pixelformer_released
 
 from dgr_jax import checkpoint, configlib, optim, sharding, steps, weights
 from dgr_jax.convert import load_converted
@@ -38,7 +41,7 @@ torch = pytest.importorskip("torch")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def newcrfs_config(tmp_path, name: str = "nyu_newcrfs", **overrides):
+def smoke_config(tmp_path, name: str = "nyu_newcrfs", **overrides):
     """configs/<name>.py:smoke on the synthetic dataset at 64x96, one device, batch 2."""
     config = configlib.load(os.path.join(ROOT, f"configs/{name}.py:smoke"))
     with config.unlocked():
@@ -77,7 +80,7 @@ def zeros_state(config):
 @pytest.mark.slow
 def test_newcrfs_released_checkpoint_to_eval(tmp_path, capsys):
     """Official-layout .ckpt -> CLI -> eval.py's evaluate_checkpoint with init_from."""
-    config = newcrfs_config(tmp_path)
+    config = smoke_config(tmp_path)
     sd = synthetic_state_dict(official_newcrfs_keys(arch_of(config.model)), seed=1)
     torch.save(to_torch(released_layout(sd)), tmp_path / "model_nyu.ckpt")
     out = tmp_path / "newcrfs_nyu"
@@ -114,7 +117,7 @@ def test_newcrfs_released_checkpoint_to_eval(tmp_path, capsys):
 
 
 def test_init_from_rejects_a_model_that_does_not_fit(tmp_path, capsys):
-    config = newcrfs_config(tmp_path)
+    config = smoke_config(tmp_path)
     sd = synthetic_state_dict(official_newcrfs_keys(arch_of(config.model)), seed=2)
     torch.save(to_torch(released_layout(sd)), tmp_path / "k.ckpt")
     out = str(tmp_path / "kitti")
@@ -127,7 +130,7 @@ def test_init_from_rejects_a_model_that_does_not_fit(tmp_path, capsys):
     _, report = weights.load_init_weights(state, state_sh, out, config.model, complete=False)
     assert "WARNING" in report and "max_depth" in report
     # One CRF block per level instead of two: unknown paths, listed.
-    small = newcrfs_config(tmp_path, **{"model.decoder.crf_depth": 1})
+    small = smoke_config(tmp_path, **{"model.decoder.crf_depth": 1})
     state, state_sh = zeros_state(small)
     with pytest.raises(ValueError, match=r"not in the configured model \(52\)") as err:
         weights.load_init_weights(state, state_sh, out, small.model, complete=False)
@@ -137,7 +140,7 @@ def test_init_from_rejects_a_model_that_does_not_fit(tmp_path, capsys):
 def test_swin_imagenet_checkpoint_into_a_newcrfs_dgr_model(tmp_path, capsys):
     """ImageNet Swin (window 5, resized to 7) -> CLI -> init_from of NeWCRFs + DGR: the encoder
     comes from the file; its stage norms, the decoder and the DGR blocks keep their init."""
-    config = newcrfs_config(tmp_path, "nyu_newcrfs_dgr")
+    config = smoke_config(tmp_path, "nyu_newcrfs_dgr")
     arch = dataclasses.replace(arch_of(config.model), window=5)
     sd = synthetic_state_dict(official_swin_keys(arch, classification=True), seed=3)
     torch.save({"model": to_torch(sd)}, tmp_path / "swin.pth")
@@ -227,7 +230,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
         (["--swin-ckpt", str(tmp_path / "notes.txt"), "--variant", "nyu"], "belongs to"),
         (["--hf-dir", str(tmp_path)], "no config.json"),
     ]
-    sd = synthetic_state_dict(official_newcrfs_keys(arch_of(newcrfs_config(tmp_path).model)))
+    sd = synthetic_state_dict(official_newcrfs_keys(arch_of(smoke_config(tmp_path).model)))
     sd["crf1.extra.weight"] = np.zeros(3, np.float32)
     torch.save(to_torch(released_layout(sd)), tmp_path / "extra.ckpt")
     cases.append(
@@ -254,7 +257,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
 
 
 def test_train_refuses_weights_that_do_not_fit_with_a_short_error(tmp_path, capsys):
-    config = newcrfs_config(tmp_path)
+    config = smoke_config(tmp_path)
     sd = synthetic_state_dict(official_newcrfs_keys(arch_of(config.model)))
     torch.save(to_torch(released_layout(sd)), tmp_path / "n.ckpt")
     out = str(tmp_path / "n")
@@ -265,3 +268,96 @@ def test_train_refuses_weights_that_do_not_fit_with_a_short_error(tmp_path, caps
         config.model.decoder.ppm_norm_groups = 8
     with pytest.raises(TrainingError, match="shape mismatch"):
         train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _pixelformer_ckpt(tmp_path, config, name: str, seed: int = 0) -> tuple[dict, str]:
+    sd = synthetic_state_dict(official_pixelformer_keys(pf_arch_of(config.model)), seed=seed)
+    torch.save(to_torch(pixelformer_released(sd)), tmp_path / name)
+    return sd, str(tmp_path / name)
+
+
+def test_pixelformer_released_checkpoint_to_init_from(tmp_path, capsys):
+    """Official-layout .pth -> CLI (the unused samN.proj reported as dropped) -> eval.py's
+    init_from check and values, for configs/nyu_pixelformer.py; KITTI weights refused there."""
+    config = smoke_config(tmp_path, "nyu_pixelformer")
+    sd, path = _pixelformer_ckpt(tmp_path, config, "nyu.pth", seed=4)
+    out = str(tmp_path / "pixelformer_nyu")
+    summary = convert(capsys, "--pixelformer-ckpt", path, "--variant", "nyu", "--out", out)
+    unused = sorted(f"sam{k}.proj.{leaf}" for k in range(1, 5) for leaf in ("bias", "weight"))
+    assert sorted(summary["dropped"]) == unused
+    assert "never called" in summary["dropped"]["sam1.proj.weight"]
+    assert summary["prefix"] == [] and summary["kept_init"] == []
+    assert summary["values"] == sum(
+        v.size for k, v in sd.items() if v.dtype == np.float32 and k not in unused
+    )
+    assert summary["model"]["decoder"]["name"] == "pixelformer"
+    assert summary["model"]["decoder"]["max_depth"] == 10.0
+    assert summary["model"]["decoder"]["min_depth"] == 0.1
+    assert json.loads((tmp_path / "pixelformer_nyu/model.json").read_text())["dropped"]
+
+    state, state_sh = zeros_state(config)
+    loaded, report = weights.load_init_weights(state, state_sh, out, config.model, complete=True)
+    assert "kept" not in report
+    decoder = loaded["params"]["decoder"]
+    np.testing.assert_array_equal(
+        decoder["sam4"]["sam_block"]["attn"]["q"]["kernel"], sd["sam4.sam_block.attn.q.weight"].T
+    )
+    np.testing.assert_array_equal(decoder["bcp"]["fc1"]["bias"], sd["bcp.fc1.bias"])
+    kitti = str(tmp_path / "pixelformer_kitti")
+    convert(capsys, "--pixelformer-ckpt", path, "--variant", "kitti", "--out", kitti)
+    with pytest.raises(ValueError, match=r"max_depth: config 10.0 vs weights 80.0"):
+        weights.load_init_weights(state, state_sh, kitti, config.model, complete=True)
+
+
+def test_swin_imagenet_checkpoint_starts_pixelformer_dgr_training(tmp_path, capsys):
+    """--swin-ckpt output into configs/nyu_pixelformer_dgr.py (train.py's init_from check): the
+    encoder comes from the file; stage norms, PSP, SAMs, BCP, head and DGR keep their init."""
+    config = smoke_config(tmp_path, "nyu_pixelformer_dgr")
+    swin_arch = pf_arch_of(config.model).swin()
+    sd = synthetic_state_dict(official_swin_keys(swin_arch, classification=True))
+    torch.save({"model": to_torch(sd)}, tmp_path / "swin.pth")
+    out = str(tmp_path / "swin")
+    summary = convert(capsys, "--swin-ckpt", str(tmp_path / "swin.pth"), "--out", out)
+    assert summary["prefix"] == ["encoder"] and summary["dropped"] == {}
+    state, state_sh = zeros_state(config)
+    loaded, report = weights.load_init_weights(state, state_sh, out, config.model, complete=False)
+    for part in ("encoder/norms (8)", "decoder/sam1", "decoder/bcp", "decoder/dgr", "decoder/psp"):
+        assert part in report, report
+    np.testing.assert_array_equal(
+        loaded["params"]["encoder"]["patch_embed"]["proj"]["bias"], sd["patch_embed.proj.bias"]
+    )
+
+
+def test_pixelformer_cli_refuses_damaged_and_wrong_kind_files(tmp_path, capsys):
+    config = smoke_config(tmp_path, "nyu_pixelformer")
+    _, good = _pixelformer_ckpt(tmp_path, config, "nyu.pth")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "nyu.pth").read_bytes()[:5000])
+    sd = synthetic_state_dict(official_pixelformer_keys(pf_arch_of(config.model)))
+    del sd["sam3.sam_block.mlp.fc2.bias"]
+    torch.save(to_torch(pixelformer_released(sd)), tmp_path / "missing.pth")
+    newcrfs_sd = synthetic_state_dict(official_newcrfs_keys(arch_of(smoke_config(tmp_path).model)))
+    torch.save(to_torch(released_layout(newcrfs_sd)), tmp_path / "model_nyu.ckpt")
+    out = str(tmp_path / "out")
+    cases = [
+        (["--pixelformer-ckpt", str(tmp_path / "truncated.pth")], "not a PyTorch checkpoint"),
+        (["--pixelformer-ckpt", str(tmp_path / "missing.pth")], "missing from the weights (1)"),
+        (["--pixelformer-ckpt", str(tmp_path / "model_nyu.ckpt")], "use --newcrfs-ckpt"),
+        (["--newcrfs-ckpt", good], "use --pixelformer-ckpt"),
+        (["--swin-ckpt", good], "--pixelformer-ckpt"),
+    ]
+    for argv, expected in cases:
+        variant = [] if argv[0] == "--swin-ckpt" else ["--variant", "nyu"]
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main([*argv, *variant, "--out", out])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and expected in err, (argv, err)
+        assert "Traceback" not in err and err.startswith("error: ") and err.count("error: ") == 1
+    for argv, expected in [
+        (["--pixelformer-ckpt", good], "--pixelformer-ckpt needs --variant"),
+        (["--pixelformer-ckpt", good, "--variant", "nyu", "--window", "7"], "belongs to"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main([*argv, "--out", out])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and expected in err.strip().splitlines()[-1], err
+    assert not os.path.exists(out)  # nothing written

@@ -16,8 +16,8 @@ from configs import synthetic_cnn
 from dgr_jax.convert import from_hf, load_converted, merge_state
 from dgr_jax.convert.__main__ import main as convert_main
 from dgr_jax.models import DepthModel, build_model
-from dgr_jax.models.resnet import ResNet
-from dgr_jax.models.vit import ViT
+from dgr_jax.models.encoders.resnet import ResNet
+from dgr_jax.models.encoders.vit import ViT
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

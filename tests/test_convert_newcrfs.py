@@ -27,7 +27,8 @@ from dgr_jax.convert.swin_timm import (
 )
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
 from dgr_jax.models import DepthModel, build_model
-from dgr_jax.models.swin import Mlp, Swin
+from dgr_jax.models.blocks.host_common import Mlp
+from dgr_jax.models.encoders.swin import Swin
 from dgr_jax.weights import config_differences
 
 ARCH = Arch()
@@ -35,7 +36,7 @@ EMBED, DEPTHS, HEADS, WINDOW = ARCH.embed, ARCH.depths, ARCH.heads, ARCH.window
 CRF_DIMS, CRF_HEADS, CRF_WINDOW, PSP = ARCH.crf_dims, ARCH.crf_heads, ARCH.crf_window, ARCH.psp
 BUFFERS = ("relative_position_index", "num_batches_tracked", "attn_mask")
 # parameters() of the official NewCRFDepth("large07") (Swin-L window 7), the released NYU and
-# KITTI architecture, as counted by benchmarks/newcrfs_parity.py (benchmarks/README.md).
+# KITTI architecture, as counted by benchmarks/host_parity.py (benchmarks/README.md).
 OFFICIAL_LARGE07_PARAMS = 270_444_877
 
 

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from model_helpers import abstract_call, rngs
 
-from dgr_jax.models.decoder import DPTDecoder, ReLUDepthHead, SigmoidDepthHead
+from dgr_jax.models.decoders.dpt import DPTDecoder, ReLUDepthHead, SigmoidDepthHead
 
 _CHANNELS = {"stage1": 8, "stage2": 16, "stage3": 32, "stage4": 32}
 _DGR = {"stencils": ("laplacian8", "mixed4"), "se_reduction": 8, "learnable_stencils": False}

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from model_helpers import rngs
 
-from dgr_jax.models.dgr import DGR, STENCILS, apply_stencil
+from dgr_jax.models.blocks.dgr import DGR, STENCILS, apply_stencil
 
 _H, _W = 9, 11
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dgr_jax.models import layers
+from dgr_jax.models.blocks import layers
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -12,14 +12,15 @@ import pytest
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from model_helpers import random_fill
 
 from dgr_jax.convert.torch_layout import assign_pure_dict, flatten
 from dgr_jax.models import DepthModel, build_model
-from dgr_jax.models import newcrfs_ops as ops
-from dgr_jax.models.newcrfs import IdentityHead, NeWCRFsDecoder
-from dgr_jax.models.newcrfs_crf import NewCRF
-from dgr_jax.models.newcrfs_psp import PSPHead
-from dgr_jax.models.swin import Swin
+from dgr_jax.models.blocks import host_common as ops
+from dgr_jax.models.blocks.host_common import PSPHead
+from dgr_jax.models.decoders.newcrfs import IdentityHead, NeWCRFsDecoder, convex_upsample
+from dgr_jax.models.decoders.newcrfs_crf import NewCRF
+from dgr_jax.models.encoders.swin import Swin
 from dgr_jax.registry import DECODERS, HEADS
 
 torch = pytest.importorskip("torch")
@@ -33,27 +34,6 @@ TINY_DECODER = {
     "psp_channels": 32,
     "ppm_norm_groups": 16,
 }
-
-
-def random_fill(model: nnx.Module, seed: int = 0) -> nnx.Module:
-    """Fill an (abstract) model with informative random values, fast (numpy, no XLA init)."""
-    rs = np.random.RandomState(seed)
-    pure = {}
-    for path, leaf in flatten(nnx.to_pure_dict(nnx.state(model))).items():
-        shape, name = leaf.shape, path[-1]
-        if name == "kernel":
-            value = rs.randn(*shape) / np.sqrt(np.prod(shape[:-1]))
-        elif name == "scale":
-            value = 1.0 + 0.1 * rs.randn(*shape)
-        elif name == "var":
-            value = 0.5 + rs.rand(*shape)
-        elif name in ("bias", "mean"):
-            value = 0.05 * rs.randn(*shape)
-        else:  # relative position bias tables
-            value = 0.5 * rs.randn(*shape)
-        pure[path] = value.astype(np.float32)
-    assign_pure_dict(model, pure)
-    return model
 
 
 # One block per Swin stage and per CRF level: same structure, shorter compiles.
@@ -127,7 +107,7 @@ def test_convex_upsample_matches_unfold_formulation():
     m = torch.softmax(torch.from_numpy(mask).view(2, 1, 9, 4, 4, 5, 6), dim=2)
     patches = F.unfold(torch.from_numpy(disp), kernel_size=3, padding=1).view(2, 1, 9, 1, 1, 5, 6)
     ref = (m * patches).sum(2).permute(0, 1, 4, 2, 5, 3).reshape(2, 20, 24).numpy()
-    got = ops.convex_upsample(disp.transpose(0, 2, 3, 1), mask.transpose(0, 2, 3, 1), 4)
+    got = convex_upsample(disp.transpose(0, 2, 3, 1), mask.transpose(0, 2, 3, 1), 4)
     np.testing.assert_allclose(np.asarray(got)[..., 0], ref, atol=1e-6)
 
 

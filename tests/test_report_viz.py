@@ -1,10 +1,14 @@
 """Report helpers (published-number matching, worst images) and depth pictures."""
 
+import importlib
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from dgr_jax import protocol, viz
 from dgr_jax.evaluators import report
+from dgr_jax.evaluators.depth_eval import DepthEvaluator
 
 
 def _protocol(**kw):
@@ -40,6 +44,35 @@ def test_published_numbers_only_for_the_standard_protocol():
     table = "\n".join(report.published_table(kitti, means))
     assert "2.0716" in table and "10 images were evaluated" in table
     assert "No published" in report.published_table(_protocol(dataset="synthetic"), means)[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "row"),
+    [("nyu_pixelformer", "| PixelFormer (paper) | 0.0900 | 0.3220 | 0.9290 |"),
+     ("kitti_pixelformer_dgr", "| PixelFormer (paper) | 0.0510 | 2.0810 | 0.9760 |")],
+)  # fmt: skip
+def test_pixelformer_configs_report_pixelformer_published_numbers(name, row):
+    """The evaluator of a PixelFormer recipe states the standard protocol, so its report puts
+    PixelFormer's published numbers beside ours (no data needed: protocol and table only)."""
+    config = importlib.import_module(f"configs.{name}").get_config()
+    evaluator = DepthEvaluator(
+        config.evals.test, name="test", source=[], input_size=config.input.size
+    )
+    family = report.dataset_family(config.evals.test.dataset)
+    proto = evaluator.protocol(protocol.STANDARD_PROTOCOLS[family]["num_images"])
+    means = {"abs_rel": 0.1, "rmse": 0.4, "d1": 0.9}
+    text = report.render_report(
+        name="test",
+        protocol=proto,
+        means=means,
+        counts={},
+        metric_names=("abs_rel",),
+        edge_names=(),
+        per_image={"abs_rel": np.zeros(0), "rmse": np.zeros(0), "d1": np.zeros(0)},
+        indices=[],
+        ids=[],
+    )
+    assert row in text and "**ours**" in text and "not shown" not in text
 
 
 def test_worst_indices_skip_nan():

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from model_helpers import abstract_call, materialize, rngs
 
-from dgr_jax.models.resnet import ResNet
+from dgr_jax.models.encoders.resnet import ResNet
 
 
 @pytest.mark.parametrize(("depth", "expansion"), [(18, 1), (34, 1), (50, 4), (101, 4)])

@@ -9,7 +9,8 @@ from flax import nnx
 
 from dgr_jax.convert.swin_timm import convert_swin_state_dict, infer_swin_config
 from dgr_jax.convert.torch_layout import assign_pure_dict
-from dgr_jax.models.swin import SWIN_VARIANTS, Swin, shifted_window_mask
+from dgr_jax.models.blocks.host_common import shifted_window_mask
+from dgr_jax.models.encoders.swin import SWIN_VARIANTS, Swin
 from dgr_jax.registry import ENCODERS
 
 torch = pytest.importorskip("torch")

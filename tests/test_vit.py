@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from model_helpers import abstract_call, materialize, max_rel_err, rngs
 
-from dgr_jax.models.vit import VARIANTS, ViTEncoder, sincos_2d
+from dgr_jax.models.encoders.vit import VARIANTS, ViTEncoder, sincos_2d
 
 _STRIDES = {"stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}
 

@@ -2,6 +2,7 @@
 
     python -m dgr_jax.convert --hf-dir DIR --out OUT                     # see __main__.py
     python -m dgr_jax.convert --newcrfs-ckpt model_nyu.ckpt --variant nyu --out OUT
+    python -m dgr_jax.convert --pixelformer-ckpt nyu.pth --variant nyu --out OUT
     python -m dgr_jax.convert --swin-ckpt swin_large_patch4_window7_224_22k.pth --out OUT
 
     from dgr_jax.convert import from_hf
@@ -10,9 +11,9 @@
     merge_state(model, state)                                           # into a DepthModel
 
 Modules: `checkpoint.py` (the on-disk format, shared by every source), `hf.py` (transformers
-models), `newcrfs.py` (official NeWCRFs checkpoints), `swin_timm.py` (microsoft / transformers
-Swin), `torch_layout.py` (rule-based key mapping, torch file reading). torch / transformers are
-imported lazily inside functions only.
+models), `newcrfs.py` (official NeWCRFs checkpoints), `pixelformer.py` (official PixelFormer
+checkpoints), `swin_timm.py` (microsoft / transformers Swin), `torch_layout.py` (rule-based key
+mapping, torch file reading). torch / transformers are imported lazily inside functions only.
 """
 
 from dgr_jax.convert.checkpoint import (
@@ -24,6 +25,7 @@ from dgr_jax.convert.checkpoint import (
 )
 from dgr_jax.convert.hf import convert_hf, convert_hf_dir, from_hf
 from dgr_jax.convert.newcrfs import convert_newcrfs_checkpoint
+from dgr_jax.convert.pixelformer import convert_pixelformer_checkpoint
 from dgr_jax.convert.swin_timm import convert_swin_checkpoint
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "convert_hf",
     "convert_hf_dir",
     "convert_newcrfs_checkpoint",
+    "convert_pixelformer_checkpoint",
     "convert_swin_checkpoint",
     "from_hf",
     "load_converted",

@@ -2,6 +2,7 @@
 
     python -m dgr_jax.convert --hf-dir DIR --out OUT
     python -m dgr_jax.convert --newcrfs-ckpt model_nyu.ckpt --variant nyu --out OUT
+    python -m dgr_jax.convert --pixelformer-ckpt nyu.pth --variant nyu --out OUT
     python -m dgr_jax.convert --swin-ckpt swin_large_patch4_window7_224_22k.pth [--window 12] \
         --out OUT
     python eval.py --config configs/X.py --workdir W --config.init_from=OUT     # or train.py
@@ -12,6 +13,9 @@ Sources (exactly one):
                   ViTForImageClassification or ResNetModel / ResNetForImageClassification.
   --newcrfs-ckpt  an official NeWCRFs checkpoint (model_nyu.ckpt, model_kittieigen.ckpt);
                   --variant nyu|kitti sets max_depth (10 / 80 m), which the file does not hold.
+  --pixelformer-ckpt  an official PixelFormer checkpoint (nyu.pth, kitti.pth); --variant as
+                  above (the bins' min_depth stays the official 0.1 m); the never-used
+                  `samN.proj` convs are read and dropped, and listed under "dropped".
   --swin-ckpt     an ImageNet Swin checkpoint (microsoft layout, e.g.
                   swin_large_patch4_window7_224_22k.pth, or a transformers Swin state dict);
                   --window resizes the relative-position tables (NeWCRFs' 7 -> 12).
@@ -19,8 +23,9 @@ Sources (exactly one):
 Every source writes OUT/model.json + OUT/state/ (`dgr_jax/convert/checkpoint.py`), after
 checking the weights against the model that model.json describes. On success one JSON line is
 printed: out, prefix (where the weights go in a DepthModel), arrays/values written, kept_init,
-the model config and the source. Invalid inputs (missing or wrong file, unknown keys, shape
-mismatches) print `error: ...` to stderr and exit with status 2.
+dropped (source keys read but not converted, with why), the model config and the source.
+Invalid inputs (missing, damaged or wrong-kind file, unknown or missing keys, shape mismatches)
+print one `error: ...` paragraph to stderr and exit with status 2; nothing is written then.
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ def _from_newcrfs_ckpt(args: argparse.Namespace) -> Any:
     return convert_newcrfs_checkpoint(sd, variant=args.variant, source=_file(args.newcrfs_ckpt))
 
 
+def _from_pixelformer_ckpt(args: argparse.Namespace) -> Any:
+    from dgr_jax.convert.pixelformer import convert_pixelformer_checkpoint
+    from dgr_jax.convert.torch_layout import load_torch_file
+
+    sd = load_torch_file(args.pixelformer_ckpt)
+    return convert_pixelformer_checkpoint(
+        sd, variant=args.variant, source=_file(args.pixelformer_ckpt)
+    )
+
+
 def _from_swin_ckpt(args: argparse.Namespace) -> Any:
     from dgr_jax.convert.swin_timm import convert_swin_checkpoint
     from dgr_jax.convert.torch_layout import load_torch_file
@@ -77,6 +92,11 @@ SOURCES: dict[str, Source] = {
     "newcrfs_ckpt": Source(
         "official NeWCRFs checkpoint (.ckpt); needs --variant", _from_newcrfs_ckpt, ("variant",)
     ),
+    "pixelformer_ckpt": Source(
+        "official PixelFormer checkpoint (.pth); needs --variant",
+        _from_pixelformer_ckpt,
+        ("variant",),
+    ),
     "swin_ckpt": Source(
         "ImageNet Swin checkpoint (.pth); optional --window", _from_swin_ckpt, ("window",)
     ),
@@ -93,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     for dest, src in SOURCES.items():
         flag = "--" + dest.replace("_", "-")
         source.add_argument(flag, dest=dest, metavar="PATH", help=src.help)
-    parser.add_argument("--variant", choices=("nyu", "kitti"), help="--newcrfs-ckpt: dataset")
+    parser.add_argument(
+        "--variant",
+        choices=("nyu", "kitti"),
+        help="--newcrfs-ckpt / --pixelformer-ckpt: dataset (max_depth 10 / 80 m)",
+    )
     parser.add_argument("--window", type=int, help="--swin-ckpt: target window (e.g. 7, 12)")
     parser.add_argument("--out", required=True, help="output directory (created)")
     return parser
@@ -108,6 +132,7 @@ def _summary(out: Any, weights: Any) -> dict[str, Any]:
         "arrays": len(leaves),
         "values": int(sum(x.size for x in leaves)),
         "kept_init": meta["kept_init"],
+        "dropped": meta.get("dropped", {}),
         "model": meta["model"],
         "source": meta["source"],
     }
@@ -126,12 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     dest = next(d for d in SOURCES if getattr(args, d) is not None)
-    for other, src in SOURCES.items():
-        for option in src.options:
-            if other != dest and getattr(args, option) is not None:
-                parser.error(f"--{option} belongs to --{other.replace('_', '-')}")
-    if dest == "newcrfs_ckpt" and args.variant is None:
-        parser.error("--newcrfs-ckpt needs --variant nyu|kitti (sets max_depth)")
+    flag = "--" + dest.replace("_", "-")
+    for option in sorted({o for src in SOURCES.values() for o in src.options}):
+        if option not in SOURCES[dest].options and getattr(args, option) is not None:
+            owners = [f"--{d.replace('_', '-')}" for d, s in SOURCES.items() if option in s.options]
+            parser.error(f"--{option} belongs to {' / '.join(owners)}, not {flag}")
+    if "variant" in SOURCES[dest].options and args.variant is None:
+        parser.error(f"{flag} needs --variant nyu|kitti (sets max_depth)")
 
     from dgr_jax.convert.checkpoint import Converted, save_converted
 

@@ -13,6 +13,8 @@ ImageNet Swin checkpoints) ends in `save_converted`, which writes:
                       "kept_init": variables of that module the source does not have (e.g.
                                 the Swin stage output norms of a classification checkpoint);
                                 they keep their fresh initialisation,
+                      "dropped": {source key: why} of what was read but not converted (e.g.
+                                PixelFormer's unused `samN.proj` convs); {} for most sources,
                       "source": where it came from (file, HF class, variant)}
     OUT/state/       orbax StandardCheckpointer directory holding the module's variables
                      (Params and BatchStats) as a nested dict of float32 numpy arrays, list
@@ -63,6 +65,9 @@ class ConvertedWeights:
     prefix: tuple[str, ...] = ()  # where the module sits inside a DepthModel (() = all of it)
     source: dict[str, Any] = field(default_factory=dict)  # provenance, written to model.json
     kept_init: tuple[str, ...] = ()  # globs ("norms/*") of variables the source does not have
+    # Source keys read but deliberately not converted -> why (e.g. PixelFormer's never-used
+    # `samN.proj` convs); written to model.json and printed by the CLI.
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,6 +192,7 @@ def save_converted(
         "model": _to_json(weights.model_cfg),
         "prefix": list(weights.prefix),
         "kept_init": kept,
+        "dropped": dict(weights.dropped),
         "source": _to_json(weights.source),
     }
     jsonio.write(out / "model.json", meta)

@@ -8,8 +8,8 @@ Ours. Supported classes (instantiated models, any config of the supported kind):
                                   or registers) -> DepthModel (ViT encoder with patch 14,
                                   LayerScale and normed features, "to_next" decoder upsampling,
                                   "relu" (relative) or "sigmoid" (metric) head)
-    ViTModel (ViTForImageClassification.vit)       -> dgr_jax.models.vit.ViT
-    ResNetModel (ResNetForImageClassification.resnet) -> dgr_jax.models.resnet.ResNet
+    ViTModel (ViTForImageClassification.vit)       -> dgr_jax.models.encoders.vit.ViT
+    ResNetModel (ResNetForImageClassification.resnet) -> dgr_jax.models.encoders.resnet.ResNet
 Not yet: hybrid DPT and DPT with a `backbone_config` (BEiT, Swinv2).
 
 Inputs of the converted modules are NHWC float32 with the values HF gets as NCHW
@@ -33,8 +33,9 @@ import numpy as np
 from flax import nnx
 
 from dgr_jax.convert.checkpoint import Converted
-from dgr_jax.models import build_encoder, build_model, layers
-from dgr_jax.models.vit import VARIANTS
+from dgr_jax.models import build_encoder, build_model
+from dgr_jax.models.blocks import layers
+from dgr_jax.models.encoders.vit import VARIANTS
 
 _IGNORE = "__ignore__"
 

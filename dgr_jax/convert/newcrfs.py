@@ -46,23 +46,59 @@ def _crf(m: re.Match, *tail) -> tuple:
     return ("decoder", f"crf{m[1]}", "blocks", int(m[2]), *tail)
 
 
+def psp_rules() -> list[Rule]:
+    """The PSP head under the official `decoder.` (mmcv ConvModules; NeWCRFs and PixelFormer)."""
+    psp = ("decoder", "psp")
+    return [
+        Rule(
+            r"decoder\.psp_modules\.(\d+)\.1\.conv",
+            lambda m: (*psp, "stages", int(m[1]), "conv"),
+            "conv",
+        ),
+        Rule(
+            r"decoder\.psp_modules\.(\d+)\.1\.gn",
+            lambda m: (*psp, "stages", int(m[1]), "norm"),
+            "gn",
+        ),
+        Rule(r"decoder\.bottleneck\.conv", (*psp, "bottleneck", "conv"), "conv"),
+        Rule(r"decoder\.bottleneck\.bn", (*psp, "bottleneck", "norm"), "bn"),
+    ]
+
+
+def infer_psp_config(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """psp_channels, pool_scales and ppm_norm_groups of the official PSP in `sd`."""
+    n_pool = len({m[1] for key in sd if (m := re.match(r"decoder\.psp_modules\.(\d+)\.", key))})
+    if n_pool != len(OFFICIAL_POOL_SCALES):
+        raise ValueError(f"expected {len(OFFICIAL_POOL_SCALES)} PSP branches, found {n_pool}")
+    psp_channels = int(np.shape(sd["decoder.bottleneck.conv.weight"])[0])
+    return {
+        "psp_channels": psp_channels,
+        "pool_scales": OFFICIAL_POOL_SCALES,
+        # GroupNorm(256) on 512 channels upstream: 2 channels per group; narrower heads
+        # (not released) keep 2 channels per group.
+        "ppm_norm_groups": OFFICIAL_PPM_NORM_GROUPS if psp_channels == 512 else psp_channels // 2,
+    }
+
+
+def infer_backbone_config(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Swin encoder kwargs (without the name) of the official `backbone.` in `sd`."""
+    enc = infer_swin_config(sd, "backbone.")
+    return {
+        "variant": "T",  # every field below overrides the variant table
+        "window_size": enc["window_size"],
+        "patch_size": enc["patch_size"],
+        "embed_dim": enc["embed_dim"],
+        "depths": enc["depths"],
+        "num_heads": enc["num_heads"],
+    }
+
+
 def newcrfs_rules() -> list[Rule]:
     """Rules for the official NewCRFDepth state dict (without `module.`)."""
     dec = ("decoder",)
     return [
         *swin_rules("backbone.", ("encoder",)),
-        Rule(
-            r"decoder\.psp_modules\.(\d+)\.1\.conv",
-            lambda m: (*dec, "psp", "stages", int(m[1]), "conv"),
-            "conv",
-        ),
-        Rule(
-            r"decoder\.psp_modules\.(\d+)\.1\.gn",
-            lambda m: (*dec, "psp", "stages", int(m[1]), "norm"),
-            "gn",
-        ),
-        Rule(r"decoder\.bottleneck\.conv", (*dec, "psp", "bottleneck", "conv"), "conv"),
-        Rule(r"decoder\.bottleneck\.bn", (*dec, "psp", "bottleneck", "norm"), "bn"),
+        *psp_rules(),
         Rule(r"crf([0-3])\.(proj_x|proj_v)", lambda m: (*dec, f"crf{m[1]}", m[2]), "conv"),
         Rule(_CRF_BLOCK + r"\.(norm1|norm2)", lambda m: _crf(m, m[3]), "ln"),
         Rule(_CRF_BLOCK + r"\.attn", lambda m: _crf(m, "attn"), "attn"),
@@ -103,6 +139,8 @@ def check_is_newcrfs(sd: Mapping[str, Any]) -> None:
     hint = ""
     if "patch_embed.proj.weight" in sd or any("patch_embeddings" in k for k in sd):
         hint = " It looks like a Swin backbone: use --swin-ckpt."
+    elif "sam1.norm_sam.weight" in sd:
+        hint = " It looks like a PixelFormer checkpoint: use --pixelformer-ckpt."
     first = sorted(sd)[:3]
     raise ValueError(
         f"not an official NeWCRFs (NewCRFDepth) checkpoint: no {missing[0]} "
@@ -115,15 +153,7 @@ def infer_newcrfs_config(sd: Mapping[str, Any], *, max_depth: float) -> dict[str
     that matches an official state dict."""
     sd = strip_wrappers(sd)
     check_is_newcrfs(sd)
-    enc = infer_swin_config(sd, "backbone.")
-    swin = {
-        "variant": "T",  # every field below overrides the variant table
-        "window_size": enc["window_size"],
-        "patch_size": enc["patch_size"],
-        "embed_dim": enc["embed_dim"],
-        "depths": enc["depths"],
-        "num_heads": enc["num_heads"],
-    }
+    swin = infer_backbone_config(sd)
     crf_dims, crf_heads, crf_depth = [], [], 0
     for k in range(4):
         crf_dims.append(int(np.shape(sd[f"crf{k}.norm_crf.weight"])[0]))
@@ -133,21 +163,13 @@ def infer_newcrfs_config(sd: Mapping[str, Any], *, max_depth: float) -> dict[str
         crf_depth = len(
             {m[1] for key in sd if (m := re.match(rf"crf{k}\.crf_layer\.blocks\.(\d+)\.", key))}
         )
-    n_pool = len({m[1] for key in sd if (m := re.match(r"decoder\.psp_modules\.(\d+)\.", key))})
-    if n_pool != len(OFFICIAL_POOL_SCALES):
-        raise ValueError(f"expected {len(OFFICIAL_POOL_SCALES)} PSP branches, found {n_pool}")
-    psp_channels = int(np.shape(sd["decoder.bottleneck.conv.weight"])[0])
     decoder = {
         "max_depth": float(max_depth),
         "crf_dims": tuple(crf_dims),
         "crf_heads": tuple(crf_heads),
         "crf_window": int(crf_window),
         "crf_depth": crf_depth,
-        "psp_channels": psp_channels,
-        "pool_scales": OFFICIAL_POOL_SCALES,
-        # GroupNorm(256) on 512 channels upstream: 2 channels per group; narrower heads
-        # (not released) keep 2 channels per group.
-        "ppm_norm_groups": OFFICIAL_PPM_NORM_GROUPS if psp_channels == 512 else psp_channels // 2,
+        **infer_psp_config(sd),
         "up_mode": "mask" if "mask_head.0.weight" in sd else "bilinear",
     }
     return {"encoder": swin, "decoder": decoder}

@@ -1,4 +1,4 @@
-"""Swin weights -> our `dgr_jax.models.swin.Swin`: microsoft/timm-0.4 layout and transformers.
+"""Swin weights -> our `dgr_jax.models.encoders.swin.Swin`: microsoft/timm-0.4 and transformers.
 
 Layouts [authors' code, read for key names only]:
 - "microsoft": microsoft/Swin-Transformer checkpoints (`swin_large_patch4_window7_224_22k.pth`,
@@ -145,8 +145,9 @@ def detect_layout(sd: Mapping[str, Any]) -> str:
         raise ValueError("timm >= 0.9 Swin layout is not supported; use the microsoft .pth")
     if any(k.removeprefix("module.").startswith("backbone.patch_embed.") for k in keys):
         raise ValueError(
-            "this is a dense-prediction checkpoint with a Swin `backbone.` (NeWCRFs?); "
-            "use --newcrfs-ckpt for official NeWCRFs checkpoints"
+            "this is a dense-prediction checkpoint with a Swin `backbone.` (NeWCRFs or "
+            "PixelFormer?); use --newcrfs-ckpt or --pixelformer-ckpt for their official "
+            "checkpoints"
         )
     raise ValueError(
         f"not a Swin checkpoint (microsoft or transformers layout); first keys: {sorted(keys)[:3]}"

@@ -77,7 +77,7 @@ def _batch_norm(leaf: str, x: np.ndarray):
 
 def relative_position_index_ref(window: int) -> np.ndarray:
     """The Swin relative position index for a window, as the official buffer holds it."""
-    from dgr_jax.models.swin import relative_position_index
+    from dgr_jax.models.blocks.host_common import relative_position_index
 
     return relative_position_index(window)
 

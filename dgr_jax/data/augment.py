@@ -5,6 +5,8 @@ in [0, 1] and `depth` (H, W) float32 metres with 0 = invalid. Paired geometric o
 randomness once and apply it to image and depth alike; depth is always resampled with nearest
 neighbour so no depth value is invented, and pixels that leave the frame become invalid (0).
 
+Op arguments are Python literals, positional or by keyword: "cutdepth(swap_rows_cols=True)".
+
 Ops (registered in `dgr_jax.registry.PP_OPS`):
   kb_crop                   KITTI benchmark crop 352x1216 (bottom-aligned, centred)
   rotate(degrees)           uniform angle in [-degrees, degrees]; PIL bilinear / nearest, as the
@@ -14,6 +16,11 @@ Ops (registered in `dgr_jax.registry.PP_OPS`):
   center_crop(h, w)
   resize(h, w)              image bilinear, depth nearest
   nyu_train_box             zero the depth outside NYU's valid training box (NeWCRFs loader)
+  cutdepth(swap_rows_cols=False, p=1.0)
+                            CutDepth: paste the depth (metres, on all 3 channels) into a random
+                            rectangle of the image; swap_rows_cols=True reproduces PixelFormer's
+                            loader exactly (its rectangle's row start comes from the width draw
+                            and its column start from the height draw; see the op)
   gamma(lo, hi, p=0.5)      image ** U(lo, hi)                       each with its own coin
   brightness(lo, hi, p=0.5) image * U(lo, hi)
   colour(lo, hi, p=0.5)     image * U(lo, hi) per channel
@@ -173,6 +180,49 @@ def nyu_train_box() -> Op:
     return op
 
 
+@PP_OPS.register("cutdepth")
+def cutdepth(swap_rows_cols: bool = False, p: float = 1.0) -> Op:
+    """CutDepth (Ishii & Yamashita, arXiv 2107.07684): replace a random rectangle of the RGB by
+    the depth map, so the network sees depth-consistent edges early.
+
+    [authors' code] PixelFormer bb0ae9f, dataloaders/dataloader.py, NYU only, on every training
+    sample, after rotation and before crop / flip / colour: with a, b, c, d ~ U(0, 1) drawn in
+    that order, l = int(a W), u = int(b H), w = int(max((W - a W) c 0.75, 1)),
+    h = int(max((H - b H) d 0.75, 1)), it sets `img[l:l+h, u:u+w] = depth` (metres, repeated
+    over the 3 channels). The row range starts at the WIDTH-derived l and the column range at
+    the height-derived u: rows and columns are swapped relative to the CutDepth paper, so on a
+    480x640 frame nothing is pasted when l >= 480 (a >= 0.75) and the rectangle is cut at the
+    bottom edge more often. The pasted values stay in metres (up to 10 on NYU): they are
+    clipped to [0, 1] only if the colour augmentation fires, then ImageNet-normalised.
+
+    [ours] `swap_rows_cols=True` reproduces that exactly (configs/nyu_pixelformer.py uses it);
+    the default is the paper's rectangle, rows [u, u + h) and columns [l, l + w). `p` < 1
+    applies it with that probability (one extra draw); the official loader uses p = 1. The
+    image becomes float32 in [0, 1] outside the rectangle.
+    """
+    factor = protocol.CUTDEPTH_SIZE_FACTOR
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if p < 1.0 and rng.uniform() >= p:
+            return ex
+        height, width = ex["depth"].shape
+        a, b, c, d = rng.uniform(size=4)
+        left, top = int(a * width), int(b * height)
+        w = int(max((width - a * width) * c * factor, 1))
+        h = int(max((height - b * height) * d * factor, 1))
+        if swap_rows_cols:  # PixelFormer: img[l:l+h, u:u+w]
+            rows, cols = slice(left, left + h), slice(top, top + w)
+        else:  # the paper's rectangle at (top, left)
+            rows, cols = slice(top, top + h), slice(left, left + w)
+        ex = dict(ex)
+        image = _as_float(ex["image"]).copy()
+        image[rows, cols, :] = ex["depth"][rows, cols, None]
+        ex["image"] = image
+        return ex
+
+    return op
+
+
 def _photometric(ex: Example, factor: Callable[[np.ndarray], np.ndarray]) -> Example:
     ex = dict(ex)
     ex["image"] = np.clip(factor(_as_float(ex["image"])), 0.0, 1.0).astype(np.float32)
@@ -250,6 +300,22 @@ def normalize() -> Op:
     return op
 
 
+def _literal_arguments(text: str, spec: str, pp: str) -> tuple[tuple, dict[str, Any]]:
+    """ "2.5" / "352, 1120" / "swap_rows_cols=True" -> (args, kwargs), literals only."""
+    try:
+        call = ast.parse(f"op({text})", mode="eval").body
+        if not isinstance(call, ast.Call) or any(k.arg is None for k in call.keywords):
+            raise ValueError
+        args = tuple(ast.literal_eval(a) for a in call.args)
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError):
+        raise ValueError(
+            f"bad preprocessing op {spec!r} in {pp!r}: arguments must be Python literals, "
+            "positional or name=value"
+        ) from None
+    return args, kwargs
+
+
 def parse(pp: str) -> list[Op]:
     """ "rotate(2.5)|flip|random_crop(240,320)|normalize" -> list of ops (validated)."""
     ops = []
@@ -257,15 +323,19 @@ def parse(pp: str) -> list[Op]:
     for spec in filter(None, (s.strip() for s in pp.split("|"))):
         name, paren, rest = spec.partition("(")
         args: tuple = ()
+        kwargs: dict[str, Any] = {}
         if paren:
             if not rest.endswith(")"):
                 raise ValueError(f"bad preprocessing op {spec!r} in {pp!r}: missing ')'")
-            args = ast.literal_eval(f"({rest[:-1]},)") if rest[:-1].strip() else ()
+            args, kwargs = _literal_arguments(rest[:-1], spec, pp)
         try:
             factory = PP_OPS.get(name.strip())
         except KeyError as e:
             raise ValueError(f"{e.args[0]} (in pp string {pp!r})") from None
-        ops.append(factory(*args))
+        try:
+            ops.append(factory(*args, **kwargs))
+        except TypeError as e:
+            raise ValueError(f"bad arguments in {spec!r} (pp string {pp!r}): {e}") from None
         names.append(name.strip())
     if not names or names[-1] != "normalize":
         raise ValueError(f"pp string {pp!r} must end with 'normalize'")

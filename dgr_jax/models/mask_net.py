@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dgr_jax.models.layers import conv
+from dgr_jax.models.blocks.layers import conv
 
 
 class ConvGNReLU(nnx.Module):

@@ -22,28 +22,33 @@ DGR: with `dgr` settings (`config.model.dgr` without `enabled`; `positions` are 
 names), the decoder builds one DGR block per listed stage and applies it to that stage's map
 before the PSP/CRF levels (the paper's "features processed by the transformer encoder").
 `dgr_factory(channels, *, rngs) -> module`, `module(x) -> x`, overrides how blocks are built
-(tests, ablations); by default they are `dgr_jax.models.dgr.DGR`.
+(tests, ablations); by default they are `dgr_jax.models.blocks.dgr.DGR`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dgr_jax.models.dgr import DGR
-from dgr_jax.models.newcrfs_crf import NewCRF, conv3x3
-from dgr_jax.models.newcrfs_ops import convex_upsample, pixel_shuffle, resize_bilinear
-from dgr_jax.models.newcrfs_psp import PSPHead
+from dgr_jax.models.blocks.host_common import (
+    STAGES,
+    DgrFactory,
+    PSPHead,
+    check_stage_sizes,
+    conv3x3,
+    pixel_shuffle,
+    resize_bilinear,
+    stage_dgr,
+)
+from dgr_jax.models.decoders.newcrfs_crf import NewCRF
 from dgr_jax.registry import DECODERS, HEADS
 
-STAGES = ("stage1", "stage2", "stage3", "stage4")
 UPSAMPLE = 4  # the disparity is predicted at stride 4 and upsampled to the input size
-
-DgrFactory = Callable[..., nnx.Module]
 
 
 class DispHead(nnx.Module):
@@ -99,7 +104,7 @@ class NeWCRFsDecoder(nnx.Module):
         self.remat = remat
         self.out_features = 1  # the decoder ends in the depth map itself (identity head)
         chans = [in_channels[s] for s in STAGES]
-        self.dgr = _build_dgr(dgr, dgr_factory, in_channels, rngs=rngs, dtype=dtype)
+        self.dgr = stage_dgr(dgr, dgr_factory, in_channels, host="NeWCRFs", rngs=rngs, dtype=dtype)
         # v of level k is the pixel-shuffled output of level k + 1; the top level's is the PSP.
         v_dims = [crf_dims[1] // 4, crf_dims[2] // 4, crf_dims[3] // 4, psp_channels]
         self.psp = PSPHead(
@@ -131,7 +136,7 @@ class NeWCRFsDecoder(nnx.Module):
 
     def __call__(self, feats: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
         """feats {"stage1".."stage4"} (B, H/s, W/s, C_s) -> depth (B, H, W, 1) in metres."""
-        _check_strides(feats)
+        check_stage_sizes(feats, "NeWCRFs")
         if self.dgr is not None:
             feats = {s: (self.dgr[s](f) if s in self.dgr else f) for s, f in feats.items()}
         run = nnx.remat(_run_crf) if self.remat else _run_crf
@@ -150,48 +155,34 @@ class NeWCRFsDecoder(nnx.Module):
         return (disp * self.max_depth).astype(jnp.float32)  # metres, float32 for losses
 
 
-def _check_strides(feats: Mapping[str, jax.Array]) -> None:
-    """Each level doubles the size of the one below (PixelShuffle(2)), as for H, W % 32 == 0."""
-    sizes = [tuple(feats[s].shape[1:3]) for s in STAGES]
-    for fine, coarse in zip(sizes, sizes[1:]):
-        if fine != (2 * coarse[0], 2 * coarse[1]):
-            raise ValueError(
-                f"NeWCRFs needs H and W divisible by 32 (stage sizes {sizes}); resize or pad the "
-                "input (NYU 480x640 and the KITTI KB crop 352x1216 are)"
-            )
+def convex_upsample(disp: jax.Array, mask: jax.Array, r: int = 4) -> jax.Array:
+    """Upsample (B, H, W, 1) by r with per-pixel convex weights over the 3x3 neighbourhood.
+
+    `mask` (B, H, W, 9 r^2), channel k r^2 + i r + j holds the logit of neighbour k (row-major
+    3x3, zero padding outside) for sub-pixel (i, j); softmax over k (NeWCRFs upsample_mask, after
+    RAFT). Returns (B, r H, r W, 1).
+    """
+    b, h, w, _ = disp.shape
+    # (B, H, W, 9 r^2) -> (B, H, W, 9, r, r), softmax over the 9 neighbours.
+    weights = jax.nn.softmax(
+        einops.rearrange(mask, "b h w (k i j) -> b h w k i j", k=9, i=r, j=r), axis=3
+    )
+    padded = jnp.pad(disp[..., 0], ((0, 0), (1, 1), (1, 1)))
+    neighbours = jnp.stack(
+        [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=-1
+    )  # (B, H, W, 9)
+    up = jnp.einsum("bhwkij,bhwk->bhwij", weights, neighbours)
+    return einops.rearrange(up, "b h w i j -> b (h i) (w j) 1")
 
 
 def _run_crf(crf: NewCRF, x: jax.Array, v: jax.Array) -> jax.Array:
     return crf(x, v)
 
 
-def _build_dgr(
-    settings: Mapping[str, Any] | None,
-    factory: DgrFactory | None,
-    in_channels: Mapping[str, int],
-    *,
-    rngs: nnx.Rngs,
-    dtype,
-) -> nnx.Dict | None:
-    """One DGR block per stage listed in `settings["positions"]` (None: no DGR)."""
-    if settings is None:
-        return None
-    settings = dict(settings)
-    positions = tuple(settings.pop("positions", STAGES))
-    unknown = sorted(set(positions) - set(STAGES))
-    if unknown:
-        raise ValueError(f"NeWCRFs DGR positions are encoder stages {STAGES}, got {unknown}")
-    if factory is None:
-
-        def factory(channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
-            return DGR(channels, **settings, dtype=dtype, rngs=rngs)
-
-    return nnx.Dict({s: factory(in_channels[s], rngs=rngs) for s in positions})
-
-
 @HEADS.register("identity")
 class IdentityHead(nnx.Module):
-    """For decoders that end in the depth map (NeWCRFs): checks the size, returns it as is."""
+    """For decoders that end in the depth map (NeWCRFs, PixelFormer): checks the size, returns
+    it as is."""
 
     def __init__(self, features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         del rngs, dtype
@@ -200,5 +191,9 @@ class IdentityHead(nnx.Module):
 
     def __call__(self, x: jax.Array, out_size: Sequence[int]) -> jax.Array:
         if x.shape[1:3] != tuple(out_size):
-            raise ValueError(f"decoder output {x.shape[1:3]} != input size {tuple(out_size)}")
+            raise ValueError(
+                f"decoder output {x.shape[1:3]} != input size {tuple(out_size)}: NeWCRFs and "
+                "PixelFormer predict at 4x their stride-4 map, so input sides must be multiples "
+                "of 32 (resize or crop the input)"
+            )
         return x.astype(jnp.float32)

@@ -7,7 +7,8 @@ What is whose:
   patch merging (2x2 -> 1, channels x2) between stages. Variant table (T/S/B/L) from its
   Table 1 / released configs.
 - [authors' code] The dense-prediction variant of microsoft/Swin-Transformer that NeWCRFs
-  vendors (aliyun/NeWCRFs d327bf7, newcrfs/networks/swin_transformer.py), whose behaviour we
+  vendors (aliyun/NeWCRFs d327bf7, newcrfs/networks/swin_transformer.py; PixelFormer bb0ae9f
+  carries the same file), whose behaviour we
   reproduce exactly: the image is zero-padded to a multiple of the patch size; inside every
   block the LayerNorm-ed tokens are zero-padded at the bottom/right to a multiple of the window
   and the shift mask (-100 between regions) is built on that padded grid; padded tokens take
@@ -16,7 +17,9 @@ What is whose:
   from 0 to `drop_path_rate` over all blocks; no absolute position embedding (NeWCRFs ape=False).
 - [ours] NHWC throughout, tokens kept as (B, H, W, C) maps between blocks, window partition
   with einops, masks and relative-position indices computed with numpy at trace time (static
-  shapes), no stored RNG: stochastic depth draws from `rngs` passed to `__call__`.
+  shapes; these helpers live in `dgr_jax/models/blocks/host_common.py`, shared with the
+  NeWCRFs and PixelFormer decoders), no stored RNG: stochastic depth draws from `rngs` passed
+  to `__call__`.
 
 Relation to transformers (our CI reference): `SwinBackbone` (always_partition=True) computes
 exactly what this module computes. `SwinModel` (classification) instead disables the shift and
@@ -27,7 +30,6 @@ shrinks the window when a stage is no larger than the window (`set_shift_and_win
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import einops
@@ -36,12 +38,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dgr_jax.models.blocks.host_common import (
+    TRUNC_NORMAL_INIT,
+    Mlp,
+    layer_norm,
+    linear,
+    relative_position_index,
+    shifted_window_mask,
+    window_attention,
+    window_partition,
+    window_reverse,
+)
 from dgr_jax.registry import ENCODERS
-
-LN_EPS = 1e-5  # torch nn.LayerNorm default, used by every Swin implementation we load
-# Swin's init (microsoft init_weights): truncated normal 0.02 for Linear and the bias table.
-TRUNC_NORMAL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
-MASK_VALUE = -100.0  # the official additive mask between shifted-window regions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,86 +72,6 @@ SWIN_VARIANTS: dict[str, SwinVariant] = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Window helpers (shared with the NeWCRFs CRF blocks).
-# --------------------------------------------------------------------------------------------
-def window_partition(x: jax.Array, window: int) -> jax.Array:
-    """(B, Hp, Wp, C) -> (B * nW, window * window, C), windows in row-major order per image."""
-    return einops.rearrange(x, "b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c", wh=window, ww=window)
-
-
-def window_reverse(windows: jax.Array, window: int, hp: int, wp: int) -> jax.Array:
-    """(B * nW, window * window, C) -> (B, Hp, Wp, C); inverse of `window_partition`."""
-    return einops.rearrange(
-        windows,
-        "(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c",
-        nh=hp // window,
-        nw=wp // window,
-        wh=window,
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def relative_position_index(window: int, table_window: int | None = None) -> np.ndarray:
-    """Index into the (2T-1)^2 bias table for every token pair of a window, (N, N) int32.
-
-    Token i = (hi, wi) attends to j = (hj, wj) with bias table[(hi-hj+T-1)(2T-1) + (wi-wj+T-1)],
-    T = table_window (defaults to window; smaller windows reuse the table's centre offsets).
-    """
-    t = table_window or window
-    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
-    coords = coords.reshape(2, -1)  # (2, N)
-    rel = coords[:, :, None] - coords[:, None, :] + (t - 1)  # (2, N, N)
-    return (rel[0] * (2 * t - 1) + rel[1]).astype(np.int32)
-
-
-@functools.lru_cache(maxsize=64)
-def shifted_window_mask(hp: int, wp: int, window: int, shift: int) -> np.ndarray:
-    """Additive attention mask of the cyclically shifted windows, (nW, N, N) float32.
-
-    The padded grid is split into 3 x 3 regions (by `-window` and `-shift` along each axis);
-    tokens of different regions that land in one window after the roll get MASK_VALUE.
-    """
-
-    def regions(n: int) -> np.ndarray:
-        idx = np.arange(n)
-        return (idx >= n - window).astype(np.int32) + (idx >= n - shift).astype(np.int32)
-
-    label = regions(hp)[:, None] * 3 + regions(wp)[None, :]  # (Hp, Wp)
-    # (Hp, Wp) -> (nW, N)
-    windows = einops.rearrange(label, "(nh wh) (nw ww) -> (nh nw) (wh ww)", wh=window, ww=window)
-    diff = windows[:, None, :] - windows[:, :, None]  # (nW, N, N)
-    return np.where(diff != 0, MASK_VALUE, 0.0).astype(np.float32)
-
-
-def window_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    bias: jax.Array,
-    mask: np.ndarray | None,
-) -> jax.Array:
-    """Softmax(q k^T + bias + mask) v over windows.
-
-    Args:
-        q, k, v: (B * nW, heads, N, d), q already scaled.
-        bias: (heads, N, N) relative position bias.
-        mask: (nW, N, N) additive mask or None.
-
-    Returns:
-        (B * nW, heads, N, d).
-    """
-    bw, heads, n, _ = q.shape
-    attn = jnp.einsum("bhnd,bhmd->bhnm", q, k) + bias[None].astype(q.dtype)
-    if mask is not None:
-        nw = mask.shape[0]
-        # (B * nW, h, N, N) -> (B, nW, h, N, N): the mask broadcasts over images and heads.
-        attn = attn.reshape(bw // nw, nw, heads, n, n) + jnp.asarray(mask, q.dtype)[None, :, None]
-        attn = attn.reshape(bw, heads, n, n)
-    attn = jax.nn.softmax(attn.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return jnp.einsum("bhnm,bhmd->bhnd", attn, v)
-
-
 def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Stochastic depth per sample (timm DropPath): zero a sample's branch, rescale the rest."""
     if key is None or rate == 0.0:
@@ -152,31 +80,9 @@ def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
-    """torch-equivalent LayerNorm (eps 1e-5, two-pass variance)."""
-    return nnx.LayerNorm(dim, epsilon=LN_EPS, use_fast_variance=False, dtype=dtype, rngs=rngs)
-
-
-def linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(
-        din, dout, use_bias=use_bias, kernel_init=TRUNC_NORMAL_INIT, dtype=dtype, rngs=rngs
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Modules.
 # --------------------------------------------------------------------------------------------
-class Mlp(nnx.Module):
-    """fc1 -> exact GELU -> fc2 (torch nn.GELU default is the erf form)."""
-
-    def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
-        self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype)
-        self.fc2 = linear(hidden, dim, rngs=rngs, dtype=dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
-
-
 class WindowAttention(nnx.Module):
     """Multi-head self-attention inside windows with a learned relative position bias."""
 

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dgr_jax.models import layers
-from dgr_jax.models.dgr import DGR
+from dgr_jax.models.blocks import layers
+from dgr_jax.models.blocks.dgr import DGR
 from dgr_jax.registry import DECODERS, HEADS
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")

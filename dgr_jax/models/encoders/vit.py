@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dgr_jax.models import attention, layers
+from dgr_jax.models.blocks import attention, layers
 from dgr_jax.registry import ENCODERS
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dgr_jax.models import layers
+from dgr_jax.models.blocks import layers
 
 # Added under the square root of gradient magnitudes so they stay differentiable at 0.
 MAGNITUDE_EPS = 1e-6

@@ -14,7 +14,8 @@ What is whose:
   x <- x + proj(attn(LN(x) -> q, k; v)), x <- x + MLP(LN(x)); the SAME v feeds every block (it
   is never normalised or updated); final LayerNorm (`norm_crf`). Padding to window multiples is
   applied to both LN(x) and v, exactly as the Swin blocks.
-- [ours] NHWC maps between blocks; window partition / masks shared with `swin.py`.
+- [ours] NHWC maps between blocks; window partition / masks shared with the Swin encoder
+  (`dgr_jax/models/blocks/host_common.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dgr_jax.models.swin import (
+from dgr_jax.models.blocks.host_common import (
     TRUNC_NORMAL_INIT,
     Mlp,
+    conv3x3,
     layer_norm,
     linear,
     relative_position_index,
@@ -36,24 +38,6 @@ from dgr_jax.models.swin import (
     window_partition,
     window_reverse,
 )
-
-# torch's default Conv2d init (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)), which is
-# variance_scaling(1/3, fan_in, uniform); the official CRF convs keep that default.
-TORCH_DEFAULT_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def conv3x3(cin: int, cout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True) -> nnx.Conv:
-    """torch Conv2d(cin, cout, 3, padding=1)."""
-    return nnx.Conv(
-        cin,
-        cout,
-        (3, 3),
-        padding=((1, 1), (1, 1)),
-        use_bias=use_bias,
-        kernel_init=TORCH_DEFAULT_INIT,
-        dtype=dtype,
-        rngs=rngs,
-    )
 
 
 class CRFAttention(nnx.Module):

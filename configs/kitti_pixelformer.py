@@ -1,0 +1,67 @@
+"""PixelFormer (Swin-L window 7 + skip attention + adaptive bins) on the KITTI Eigen split: the
+official recipe.
+
+    python -m dgr_jax.convert --swin-ckpt swin_large_patch4_window7_224_22k.pth --out W/swin_l22k
+    python -m dgr_jax.data.build kitti_depth_eigen --manual_dir M --data_dir D
+    python train.py --config configs/kitti_pixelformer.py --workdir runs/kitti_pixelformer \
+        --config.data_dir=D --config.init_from=W/swin_l22k
+
+Released checkpoint (`kitti.pth`, PixelFormer README; not fetchable here): `python -m
+dgr_jax.convert --pixelformer-ckpt kitti.pth --variant kitti --out W/pixelformer_kitti`, then
+`eval.py --config configs/kitti_pixelformer.py --config.init_from=W/pixelformer_kitti`;
+expected abs_rel 0.051, rmse 2.081, d1 0.976 on the 652 test images with ground truth (paper).
+
+Recipe (ashutosh1807/PixelFormer bb0ae9f, configs/arguments_train_kittieigen.txt): KB crop to
+352x1216, rotate +-1 deg, random crop 352x1120, h-flip, photometric jitter with brightness
+U(0.9, 1.1) (no CutDepth on KITTI); batch 8, 20 epochs of the 23,158 Eigen training frames;
+Adam lr 4e-5, poly-0.9 to 0.1 x lr; SILog on gt > 1 m; max depth 80 m, the bins' min_depth the
+official 0.1 m. Evaluation: KB-cropped input (352x1216), 1e-3 < gt < 80 m, Garg crop applied
+to the KB-cropped ground truth, flip TTA. Meant for a GPU/TPU host. `:smoke` is a tiny model
+for tests.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+from configs.nyu_pixelformer import pixelformer_model
+from dgr_jax import protocol
+
+DATASET = "kitti_depth_eigen"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = base.base_config()
+    c.input.dataset = DATASET
+    crop_h, crop_w = protocol.KITTI_TRAIN_CROP
+    c.input.size = (crop_h, crop_w)
+    c.input.pp_train = (
+        f"kb_crop|rotate({protocol.KITTI_ROTATE_DEGREES})|random_crop({crop_h},{crop_w})|flip"
+        f"|photometric({protocol.KITTI_BRIGHTNESS_RANGE[0]},{protocol.KITTI_BRIGHTNESS_RANGE[1]})"
+        "|normalize"
+    )
+    c.input.workers = 8
+    c.batch_size = 8
+    c.total_steps = protocol.PIXELFORMER_EPOCHS * (protocol.KITTI_EIGEN_TRAIN_COUNT // c.batch_size)
+    c.log_every = 100
+    c.ckpt_every = 2000
+    c.eval_every = 1000  # PixelFormer eval_freq
+    c.model = pixelformer_model(protocol.KITTI_MAX_DEPTH, smoke=arg == "smoke")
+    c.loss.terms = ml_collections.ConfigDict({"silog": 1.0})
+    c.loss.min_depth = protocol.KITTI_MIN_DEPTH_LOSS
+    c.loss.otdl.grid_size = (crop_h // 8, crop_w // 8)  # used by the +DGR/OTDL variant
+    c.optim.name = "adam"
+    c.optim.lr = protocol.PIXELFORMER_LR
+    c.optim.weight_decay = 0.0
+    test = base.depth_eval(DATASET, crop="garg", max_depth=protocol.KITTI_MAX_DEPTH)
+    # The model sees the KB-cropped 352x1216 frame (PixelFormer --do_kb_crop).
+    test.kb_crop = True
+    c.evals.test = test
+    if arg == "smoke":
+        c.total_steps = 4
+        c.input.size = (64, 96)
+        c.input.pp_train = "flip|random_crop(64,96)|normalize"
+        c.loss.otdl.grid_size = (8, 12)
+    c.lock()
+    return c
