@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         source.add_argument(flag, dest=dest, metavar="PATH", help=src.help)
     parser.add_argument("--variant", choices=("nyu", "kitti"), help="--newcrfs-ckpt: dataset")
     parser.add_argument("--window", type=int, help="--swin-ckpt: target window (e.g. 7, 12)")
-    parser.add_argument("--out", required=True, help="output directory (created)")
+    parser.add_argument("--out", required=True, help="output directory (created; or gs://...)")
     return parser
 
 
@@ -133,9 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dest == "newcrfs_ckpt" and args.variant is None:
         parser.error("--newcrfs-ckpt needs --variant nyu|kitti (sets max_depth)")
 
+    from dgr_jax import storage
     from dgr_jax.convert.checkpoint import Converted, save_converted
 
     try:
+        storage.check(args.out, "--out")  # a gs:// typo fails before the slow conversion
         converted = SOURCES[dest].convert(args)
         weights = converted.weights() if isinstance(converted, Converted) else converted
         out = save_converted(args.out, weights)
