@@ -1,0 +1,108 @@
+"""A local Google Cloud Storage emulator for the tests: `gcp-storage-emulator` on 127.0.0.1.
+
+    with gcs_emulator.running() as gcs:      # started on a free port, stopped on exit
+        gcs.url("run")                       # "gs://dgr-test/run"
+        subprocess.run(cmd, env=gcs.env())   # the variables every library below reads
+
+Each library is pointed at it through its own setting (verified in the project's dependency
+notes): gcsfs (and so etils.epath, i.e. everything `dgr_jax.storage` does) reads
+STORAGE_EMULATOR_HOST; tensorstore (orbax's array writer) TENSORSTORE_GCS_HTTP_URL plus a
+test token; the google-cloud-cpp client inside array_record (TFDS's reader of gs:// data dirs)
+CLOUD_STORAGE_EMULATOR_ENDPOINT. gcsfs' gRPC bucket-type probe, which waits a minute per bucket
+against an emulator, is switched off, and google-auth never looks for a cloud metadata server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+BUCKET = "dgr-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Emulator:
+    """A running emulator: its endpoint, bucket and environment."""
+
+    def __init__(self, port: int, bucket: str):
+        self.port, self.bucket = port, bucket
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def url(self, *parts: str) -> str:
+        return "/".join([f"gs://{self.bucket}", *parts])
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "STORAGE_EMULATOR_HOST": self.endpoint,
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            "TENSORSTORE_GCS_HTTP_URL": self.endpoint,
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.endpoint,
+            "NO_GCE_CHECK": "true",
+        }
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: this process's environment) plus the emulator's variables."""
+        return {**(os.environ if base is None else base), **self.variables()}
+
+
+def forget_clients() -> None:
+    """Drop cached gcsfs clients, which keep the endpoint they were created with."""
+    try:
+        import gcsfs
+        from etils.epath import backend
+
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        backend.fsspec_backend._get_filesystem.cache_clear()
+    except (ImportError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def running(bucket: str = BUCKET) -> Iterator[Emulator]:
+    """Start the emulator (in memory, with `bucket`), point this process at it, stop it after."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--in-memory", "--default-bucket", bucket],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    emulator = Emulator(port, bucket)
+    saved = {k: os.environ.get(k) for k in emulator.variables()}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the storage emulator did not start") from None
+                time.sleep(0.05)
+        os.environ.update(emulator.variables())
+        forget_clients()
+        yield emulator
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        forget_clients()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
