@@ -10,6 +10,8 @@ STORAGE_EMULATOR_HOST; tensorstore (orbax's array writer) TENSORSTORE_GCS_HTTP_U
 test token; the google-cloud-cpp client inside array_record (TFDS's reader of gs:// data dirs)
 CLOUD_STORAGE_EMULATOR_ENDPOINT. gcsfs' gRPC bucket-type probe, which waits a minute per bucket
 against an emulator, is switched off, and google-auth never looks for a cloud metadata server.
+The emulator runs from tests/gcs_emulator_server.py, which adds the object-generation headers
+that tensorstore needs to write a checkpoint of more than a few arrays.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import time
 from collections.abc import Iterator
 
 BUCKET = "dgr-test"
+# The emulator with the generation headers tensorstore needs (see that file).
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_emulator_server.py")
 
 
 def _free_port() -> int:
@@ -48,7 +52,10 @@ class Emulator:
             "TENSORSTORE_GCS_HTTP_URL": self.endpoint,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
             "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.endpoint,
+            # Never look for a cloud metadata server: no ping, and any lookup stays on loopback.
             "NO_GCE_CHECK": "true",
+            "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCE_METADATA_IP": "127.0.0.1:9",
         }
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -73,8 +80,8 @@ def running(bucket: str = BUCKET) -> Iterator[Emulator]:
     """Start the emulator (in memory, with `bucket`), point this process at it, stop it after."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--in-memory", "--default-bucket", bucket],
+        [sys.executable, SERVER, "start", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--in-memory", "--default-bucket", bucket, "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
