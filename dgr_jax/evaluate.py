@@ -130,12 +130,10 @@ def evaluate_checkpoint(
     `config.data_dir` and `config.init_from` may be gs:// URLs; they are checked first.
     """
     from dgr_jax import sharding
+    from dgr_jax.trainer import check_paths
 
     workdir = storage.absolute(workdir)
-    storage.check(workdir, "--workdir")
-    for key in ("data_dir", "init_from"):
-        if config.get(key):
-            storage.check(config[key], f"config.{key}")
+    check_paths(config, workdir)
     model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
     data_dir = config.data_dir or storage.join(workdir, "data")
     evaluators = make_evaluators(config, data_dir, mesh)
