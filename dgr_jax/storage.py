@@ -275,11 +275,11 @@ def check(p: PathLike, what: str, *, must_exist: bool = False) -> None:
             f"`gcloud storage buckets create gs://{bucket} --location=REGION`, in the region of "
             "your TPUs, or fix the name)"
         ) from None
-    except Exception as e:  # gcsfs: OSError("Forbidden ...") on 403, HttpError on 401
+    except Exception as e:  # gcsfs: OSError("Forbidden ...") on 403, HttpError on 401, ...
         raise StorageError(
-            f"{what} {text}: cannot list gs://{bucket} with the current credentials ({e}). "
-            "Grant them storage access to the bucket (roles/storage.objectUser), or log in "
-            "with an account that has it"
+            f"{what} {text}: cannot list gs://{bucket} ({type(e).__name__}: {e}). If access is "
+            "denied, grant the credentials storage access to the bucket "
+            "(roles/storage.objectUser) or log in with an account that has it"
         ) from None
     if must_exist and not exists(text):
         raise StorageError(f"{what} {text} does not exist")

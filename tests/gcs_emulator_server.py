@@ -8,6 +8,9 @@ array writer) reads an OCDBT manifest's generation from that header and fails wi
 StorageGeneration" without it, as soon as one checkpoint holds more than a few arrays. Real
 Cloud Storage sends the header and honours the conditions; this adds both to downloads, and
 changes nothing else. (Upload conditions stay ignored: one process writes each database here.)
+
+The emulator accepts every request, so a bucket named `denied-...` answers 403, as Cloud
+Storage does for credentials without access to a bucket.
 """
 
 from __future__ import annotations
@@ -44,10 +47,21 @@ def download(request, response, storage, *args, **kwargs):
     _download(request, response, storage, *args, **kwargs)
 
 
+def forbidden(request, response, storage, *args, **kwargs):
+    response.status = HTTPStatus.FORBIDDEN
+    response.json({"error": {"code": 403, "message": "caller does not have storage access"}})
+
+
 objects.download = download  # objects.get (alt=media) calls it by name
-server.HANDLERS = tuple(
-    (regex, {m: (download if h is _download else h) for m, h in handlers.items()})
-    for regex, handlers in server.HANDLERS
+server.HANDLERS = (
+    (
+        r"^.*/b/denied-[-.\w]*(/.*)?$",
+        dict.fromkeys(("GET", "POST", "PUT", "DELETE", "PATCH"), forbidden),
+    ),
+    *(
+        (regex, {m: (download if h is _download else h) for m, h in handlers.items()})
+        for regex, handlers in server.HANDLERS
+    ),
 )
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_appender_on_stores_without_compose_rewrites(gcs, monkeypatch):
     assert storage.read_bytes(path) == b"a\nb\n"
 
 
-def test_check_names_a_missing_bucket_and_a_missing_input(gcs):
+def test_check_names_a_missing_bucket_a_denied_one_and_a_missing_input(gcs):
     storage.check(gcs.url("run"), "--workdir")  # the bucket exists; the prefix need not
     with pytest.raises(storage.StorageError, match=r"--workdir gs://no-such-bucket/run: bucket"):
         storage.check("gs://no-such-bucket/run", "--workdir")
@@ -99,6 +99,8 @@ def test_check_names_a_missing_bucket_and_a_missing_input(gcs):
         storage.check(gcs.url("weights"), "config.init_from", must_exist=True)
     with pytest.raises(storage.StorageError, match="no bucket"):
         storage.check("gs:///run", "--workdir")
+    with pytest.raises(storage.StorageError, match=r"--workdir gs://denied-x/run: cannot list"):
+        storage.check("gs://denied-x/run", "--workdir")  # 403: credentials without access
 
 
 def test_gs_data_dir_is_built_locally_uploaded_and_read_from_the_bucket(gcs, tmp_path):
