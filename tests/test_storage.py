@@ -130,6 +130,27 @@ def test_manual_dir_on_gs_builds(gcs, tmp_path):
     assert ids == set(fake.depth_png["test"])
 
 
+def test_converted_weights_round_trip_through_gs(gcs):
+    import jax
+    from flax import nnx
+
+    from dgr_jax import configlib
+    from dgr_jax.convert.checkpoint import Converted, load_converted, read_meta, save_converted
+    from dgr_jax.models import build_model
+
+    config = configlib.load(os.path.join(ROOT, "configs/synthetic_vit_dgr.py:smoke"))
+    model = build_model(config.model, rngs=nnx.Rngs(0))
+    out = save_converted(gcs.url("weights"), Converted(model, config.model.to_dict(), ()))
+    assert os.fspath(out) == gcs.url("weights")
+    assert read_meta(gcs.url("weights"))["model"]["encoder"]["name"] == "vit"
+    _, state = load_converted(gcs.url("weights"))
+    want = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model)))
+    got = jax.tree.leaves(nnx.to_pure_dict(state))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def _no_credentials_env(tmp_path) -> dict[str, str]:
     """No emulator and no Google credentials, and no metadata-server lookup (offline)."""
     env = {
