@@ -184,6 +184,17 @@ def test_no_credentials_fail_the_check_naming_the_path(tmp_path):
     )
 
 
+def test_trainer_with_a_gs_workdir_in_a_missing_bucket_fails_first(gcs):
+    from dgr_jax import configlib
+    from dgr_jax.trainer import TrainingError, train_and_evaluate
+
+    config = configlib.load(os.path.join(ROOT, "configs/synthetic_cnn.py:smoke"))
+    with pytest.raises(TrainingError, match=r"^--workdir gs://no-such-bucket/run: bucket .* does"):
+        train_and_evaluate(config, "gs://no-such-bucket/run")
+    fs, _ = storage._fsspec("gs://no-such-bucket")
+    assert not fs.exists("no-such-bucket")  # not created as a side effect either
+
+
 def test_train_with_a_missing_bucket_fails_before_building_anything(gcs, tmp_path):
     workdir = tmp_path / "run"
     cmd = [
