@@ -35,8 +35,9 @@ MM_PER_M = 1000.0
 def list_inputs(path: str) -> list[str]:
     """One image path, or the image files of a folder (sorted); local or gs://."""
     if storage.isdir(path):
+        # os.path.join keeps both "folder/x.png" and "gs://b/folder/x.png" as given.
         return [
-            storage.join(path, n)
+            os.path.join(path, n)
             for n in storage.listdir(path)
             if n.lower().endswith(IMAGE_SUFFIXES)
         ]
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         depth = predictors[size]((model_in.astype(np.float32) / 255.0 - mean) / std)
         depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))
         name = os.path.splitext(os.path.basename(path))[0]
-        stem = storage.join(args.output, name)
+        stem = os.path.join(args.output, name)  # as given: a local folder or gs://
         mm = np.clip(np.round(depth * MM_PER_M), 0, np.iinfo(np.uint16).max).astype(np.uint16)
         viz.save_png(stem + "_depth.png", mm)
         viz.save_png(stem + "_color.png", viz.colorize(depth, *viz.depth_range(depth)))
