@@ -35,6 +35,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# One port per test process, reused by every start: some clients keep the endpoint they first
+# saw for the life of the process (array_record's and tensorstore's GCS clients), and a test
+# process may start the emulator several times (pytest-xdist interleaves test modules).
+_port: int | None = None
+
+
 class Emulator:
     """A running emulator: its endpoint, bucket and environment."""
 
@@ -78,25 +84,19 @@ def forget_clients() -> None:
 @contextlib.contextmanager
 def running(bucket: str = BUCKET) -> Iterator[Emulator]:
     """Start the emulator (in memory, with `bucket`), point this process at it, stop it after."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, SERVER, "start", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--in-memory", "--default-bucket", bucket, "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    emulator = Emulator(port, bucket)
+    global _port
+    proc = None
+    for attempt in range(2):
+        if _port is None or attempt or not _is_free(_port):
+            _port = _free_port()
+        proc = _start(_port, bucket)
+        if proc is not None:
+            break
+    if proc is None:
+        raise RuntimeError("the storage emulator did not start")
+    emulator = Emulator(_port, bucket)
     saved = {k: os.environ.get(k) for k in emulator.variables()}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the storage emulator did not start") from None
-                time.sleep(0.05)
         os.environ.update(emulator.variables())
         forget_clients()
         yield emulator
@@ -113,3 +113,36 @@ def running(bucket: str = BUCKET) -> Iterator[Emulator]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the emulator's server
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _start(port: int, bucket: str) -> subprocess.Popen | None:
+    """The emulator process once it accepts connections; None if it exits (port taken)."""
+    proc = subprocess.Popen(
+        [sys.executable, SERVER, "start", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--in-memory", "--default-bucket", bucket, "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                return None
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                return None
+            time.sleep(0.05)
