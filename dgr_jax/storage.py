@@ -35,7 +35,14 @@ from typing import Any
 if os.environ.get("STORAGE_EMULATOR_HOST"):
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+import fsspec.config
 from etils import epath
+
+# A bucket is written by several hosts and, for checkpoints, by tensorstore, none of which
+# gcsfs sees: its cached folder listings would go stale (a file another writer added looks
+# missing). Listings are therefore always fetched; the project lists little.
+for _protocol in ("gs", "gcs"):
+    fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
 PathLike = str | os.PathLike
 Path = epath.Path
