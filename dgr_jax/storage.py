@@ -177,6 +177,9 @@ def _fsspec(p: PathLike):
     return fsspec.core.url_to_fs(os.fspath(p))
 
 
+_SEGMENT = ".append-"  # name part of the temporary objects composed onto a gs:// file
+
+
 class Appender:
     """Appends bytes to one file: lines of a JSONL log, records of a TensorBoard event file.
 
@@ -190,7 +193,9 @@ class Appender:
     - other object stores: the object is rewritten with the buffer appended.
 
     A process killed between flushes loses only its buffer, i.e. lines after the last
-    checkpoint, which a resumed run drops and writes again anyway.
+    checkpoint, which a resumed run drops and writes again anyway. One killed during a compose
+    may leave its segment object behind; the next `Appender` of that file deletes it (one
+    process appends to a file at a time).
     """
 
     def __init__(self, p: PathLike, *, flush_secs: float = 60.0):
@@ -202,6 +207,9 @@ class Appender:
         self._exists: bool | None = None
         if not self.remote:
             makedirs(os.fspath(self.path.parent))
+        elif scheme(self.path) == "gs":
+            for leftover in self.path.parent.glob(f"{self.path.name}{_SEGMENT}*"):
+                leftover.unlink()
 
     def write(self, data: bytes) -> None:
         if not self.remote:
@@ -231,7 +239,7 @@ class Appender:
 
     def _compose(self, data: bytes) -> None:
         fs, target = _fsspec(self.path)
-        segment = f"{target}.append-{uuid.uuid4().hex}"
+        segment = f"{target}{_SEGMENT}{uuid.uuid4().hex}"
         fs.pipe_file(segment, data)
         try:
             fs.merge(target, [target, segment])

@@ -80,6 +80,10 @@ def test_gs_appender_buffers_and_composes_without_rewriting(gcs, monkeypatch):
     assert uploads == []  # appended by composing, not by rewriting the object
     assert storage.read_text(path).splitlines() == ['{"step": 1}', '{"step": 2}', '{"step": 3}']
     assert _objects(gcs.url("logs")) == [f"{BUCKET}/logs/train.jsonl"]  # segments deleted
+    # A segment left by a process killed mid-compose is removed by the next appender.
+    storage.write_bytes(gcs.url("logs", "train.jsonl.append-0123"), b'{"step": 4}\n')
+    storage.Appender(path)
+    assert _objects(gcs.url("logs")) == [f"{BUCKET}/logs/train.jsonl"]
 
 
 def test_appender_on_stores_without_compose_rewrites(gcs, monkeypatch):
