@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
         logging.set_verbosity(logging.WARNING)
-    from dgr_jax import compile_cache, jsonio
+    from dgr_jax import compile_cache, jsonio, storage
 
     compile_cache.enable()  # ~/.cache/dgr_jax/xla; DGR_JAX_NO_COMPILATION_CACHE=1 switches it off
     from dgr_jax.data.builders.base import DatasetError
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
 
     try:
         metrics = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
-    except (DatasetError, FileNotFoundError, ValueError) as e:
+    except (DatasetError, FileNotFoundError, ValueError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     print(jsonio.dumps(nest(metrics), indent=2))

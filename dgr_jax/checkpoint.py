@@ -5,16 +5,19 @@ temporary folder and renames it when complete, so a run killed at any moment lea
 whole checkpoints. Kept: the latest `keep` steps plus the best one by the main evaluation
 metric (orbax's `max_to_keep` together with `best_fn` would delete the latest; a preservation
 policy keeps both). Every process calls save/restore (multi-host); orbax coordinates.
+On gs:// (a pod's work directory) orbax marks a finished step with a `commit_success.txt` file
+instead of a rename, and tensorstore writes the arrays; nothing here differs.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cmgr
+
+from dgr_jax import storage
 
 
 def _metric_fn(name: str):
@@ -50,7 +53,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        directory: str,
+        directory: storage.PathLike,
         *,
         keep: int = 2,
         best_metric: str | None = None,
@@ -58,7 +61,7 @@ class Checkpointer:
         read_only: bool = False,
     ):
         use_whole_array_saves()
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)  # local or gs:// (orbax writes both)
         self.best_metric = best_metric
         policies: list[Any] = [cmgr.LatestN(n=max(1, keep))]
         best_fn = None
@@ -81,7 +84,7 @@ class Checkpointer:
             create=not read_only,
         )
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data")
+            storage.path(self.directory), options=options, item_names=("state", "data")
         )
 
     def save(self, step: int, state: Any, data_state: dict, metrics: dict | None = None) -> None:

@@ -7,7 +7,6 @@ current (sharded) parameters, and returns flat metrics that are reported as "<na
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import jax
@@ -15,7 +14,7 @@ import ml_collections
 import numpy as np
 
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
-from dgr_jax import xla_options
+from dgr_jax import storage, xla_options
 from dgr_jax.data import datasets
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
@@ -59,7 +58,7 @@ def run_all(
 
     flat = {}
     for name, ev in evaluators.items():
-        out_dir = os.path.join(out_root, name) if out_root else None
+        out_dir = storage.join(out_root, name) if out_root else None
         for key, value in ev.run(predict_fn, out_dir=out_dir, step=step).items():
             if isinstance(value, int | float):
                 flat[f"{name}/{key}"] = float(value)
@@ -93,7 +92,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, which
     tx, _ = optim.make_optimizer(config.optim, config.total_steps)
     abstract = jax.eval_shape(lambda: steps.init_state(model_def, tx, config.seed))
     state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt_dir = storage.join(workdir, "checkpoints")
     if _has_steps(ckpt_dir):
         ckpt = checkpoint.Checkpointer(
             ckpt_dir,
@@ -127,19 +126,23 @@ def evaluate_checkpoint(
 ) -> dict:
     """eval.py: restore `which` (latest | best | STEP) or `config.init_from`, run config.evals.
 
-    Writes <workdir>/eval/<name>/{metrics.json, report.md, per_image.csv, images/}.
+    Writes <workdir>/eval/<name>/{metrics.json, report.md, per_image.csv, images/}. `workdir`,
+    `config.data_dir` and `config.init_from` may be gs:// URLs; they are checked first.
     """
     from dgr_jax import sharding
+    from dgr_jax.trainer import check_paths
 
+    workdir = storage.absolute(workdir)
+    check_paths(config, workdir)
     model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
-    data_dir = config.data_dir or os.path.join(workdir, "data")
+    data_dir = config.data_dir or storage.join(workdir, "data")
     evaluators = make_evaluators(config, data_dir, mesh)
     predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))
-    return run_all(evaluators, predict, state, step=step, out_root=os.path.join(workdir, "eval"))
+    return run_all(evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval"))
 
 
 def _has_steps(ckpt_dir: str) -> bool:
-    return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+    return any(name.isdigit() for name in storage.listdir(ckpt_dir))
 
 
 def best_constant_depth(evaluator) -> float:

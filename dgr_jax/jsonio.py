@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from dgr_jax import storage
 
 
 def strict(value: Any) -> Any:
@@ -45,18 +46,16 @@ def dumps(value: Any, **kwargs: Any) -> str:
 
 
 def write(path: str | os.PathLike, value: Any, *, indent: int | None = 2) -> None:
-    """Write `value` as strict JSON (plus a newline), atomically: a reader never sees half."""
-    text = dumps(value, indent=indent) + "\n"
-    directory = os.path.dirname(os.fspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `value` as strict JSON (plus a newline), atomically: a reader never sees half.
+
+    `path` may be local or on an object store (gs://); see `storage.write_bytes`.
+    """
+    storage.write_text(path, dumps(value, indent=indent) + "\n")
+
+
+def read(path: str | os.PathLike) -> Any:
+    """Parse a JSON file (local or gs://)."""
+    return json.loads(storage.read_text(path))
 
 
 def _refuse_constant(name: str) -> None:

@@ -11,13 +11,14 @@ Per image `<name>` it writes:
                      image centre), in metres, camera frame x right / y down / z forward
 The model runs at the training size of the workdir's config (or, for --weights, the image size
 rounded to a multiple of 32); the image is resized to it and the depth back (bilinear). Files
-that cannot be read are reported by name and skipped; the others finish.
+that cannot be read are reported by name and skipped; the others finish. --workdir, --weights,
+--input and --output may be gs:// URLs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -25,22 +26,27 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dgr_jax import storage
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MM_PER_M = 1000.0
 
 
 def list_inputs(path: str) -> list[str]:
-    """One image path, or the image files of a folder (sorted)."""
-    if os.path.isdir(path):
-        return sorted(
-            os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES)
-        )
-    if not os.path.exists(path):
+    """One image path, or the image files of a folder (sorted); local or gs://."""
+    if storage.isdir(path):
+        # os.path.join keeps both "folder/x.png" and "gs://b/folder/x.png" as given.
+        return [
+            os.path.join(path, n)
+            for n in storage.listdir(path)
+            if n.lower().endswith(IMAGE_SUFFIXES)
+        ]
+    if not storage.exists(path):
         raise FileNotFoundError(f"--input {path!r} does not exist")
     return [path]
 
 
-def write_ply(path: str, depth: np.ndarray, image: np.ndarray, focal: float) -> int:
+def write_ply(path: storage.PathLike, depth: np.ndarray, image: np.ndarray, focal: float) -> int:
     """Back-project valid depth pixels to a binary little-endian PLY; returns the point count."""
     h, w = depth.shape
     v, u = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -68,9 +74,7 @@ def write_ply(path: str, depth: np.ndarray, image: np.ndarray, focal: float) -> 
         "property float x\nproperty float y\nproperty float z\n"
         "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
     )
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(vertex.tobytes())
+    storage.write_bytes(path, header.encode("ascii") + vertex.tobytes())
     return len(z)
 
 
@@ -81,11 +85,12 @@ def _config_from_workdir(workdir: str, config_path: str | None):
 
     if config_path:
         return configlib.load(config_path)
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    from dgr_jax import jsonio
+
+    path = storage.join(workdir, "config.json")
+    if not storage.exists(path):
         raise FileNotFoundError(f"{workdir} has no config.json; pass --config configs/X.py")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(jsonio.read(path))
 
 
 def _config_from_weights(weights_dir: str):
@@ -93,7 +98,7 @@ def _config_from_weights(weights_dir: str):
     from dgr_jax.convert.checkpoint import read_meta
 
     return configlib.inference_config(
-        read_meta(weights_dir)["model"], init_from=os.path.abspath(weights_dir), input_size=(0, 0)
+        read_meta(weights_dir)["model"], init_from=storage.absolute(weights_dir), input_size=(0, 0)
     )
 
 
@@ -155,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dgr_jax import protocol, viz
 
     try:
+        for flag in ("workdir", "weights", "input", "output"):
+            if getattr(args, flag):
+                storage.check(getattr(args, flag), f"--{flag}")
         inputs = list_inputs(args.input)
         if args.workdir:
             config = _config_from_workdir(args.workdir, args.config)
@@ -162,20 +170,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             config = _config_from_weights(args.weights)
             workdir = args.output  # no checkpoints there: the weights are used
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not inputs:
         print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input}", file=sys.stderr)
         return 2
-    os.makedirs(args.output, exist_ok=True)
+    storage.makedirs(args.output)
     predictors: dict[tuple[int, int], Predictor] = {}
     mean = np.asarray(protocol.IMAGENET_MEAN, np.float32)
     std = np.asarray(protocol.IMAGENET_STD, np.float32)
     written, skipped = 0, []
     for path in inputs:
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(storage.read_bytes(path))) as im:
                 image = np.asarray(im.convert("RGB"))
         except (OSError, UnidentifiedImageError, ValueError) as e:
             skipped.append(path)
@@ -194,11 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         depth = predictors[size]((model_in.astype(np.float32) / 255.0 - mean) / std)
         depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))
         name = os.path.splitext(os.path.basename(path))[0]
-        stem = os.path.join(args.output, name)
+        stem = os.path.join(args.output, name)  # as given: a local folder or gs://
         mm = np.clip(np.round(depth * MM_PER_M), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-        Image.fromarray(mm).save(stem + "_depth.png")
+        viz.save_png(stem + "_depth.png", mm)
         viz.save_png(stem + "_color.png", viz.colorize(depth, *viz.depth_range(depth)))
-        np.save(stem + ".npy", depth.astype(np.float32))
+        npy = io.BytesIO()
+        np.save(npy, depth.astype(np.float32))
+        storage.write_bytes(stem + ".npy", npy.getvalue())
         if args.focal:
             write_ply(stem + ".ply", depth, image, args.focal)
         written += 1

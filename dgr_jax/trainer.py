@@ -10,7 +10,6 @@ resumes exactly from the latest checkpoint (state, optimizer, step, rng and data
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import threading
@@ -29,6 +28,7 @@ from dgr_jax import (
     optim,
     sharding,
     steps,
+    storage,
     weights,
     xla_options,
 )
@@ -47,7 +47,21 @@ def _log(msg: str) -> None:
 
 
 def data_dir_of(config: ml_collections.ConfigDict, workdir: str) -> str:
-    return config.data_dir or os.path.join(workdir, "data")
+    return config.data_dir or storage.join(workdir, "data")
+
+
+def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Every location the run will use, checked before anything is built or compiled.
+
+    gs:// paths need credentials and an existing bucket (`storage.check`); the error names the
+    path and says what is wrong.
+    """
+    storage.check(workdir, "--workdir")
+    for key in ("data_dir", "init_from"):
+        if config.get(key):
+            storage.check(config[key], f"config.{key}")
+    if config.input.get("manual_dir"):
+        storage.check(config.input.manual_dir, "config.input.manual_dir")
 
 
 class _Prefetcher:
@@ -100,12 +114,19 @@ def _fetch(tree) -> Any:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train (or resume) and evaluate; returns the final evaluation metrics."""
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    """Train (or resume) and evaluate; returns the final evaluation metrics.
+
+    `workdir` (and `config.data_dir`, `config.init_from`) may be local or gs:// URLs.
+    """
+    workdir = storage.absolute(workdir)
+    try:
+        check_paths(config, workdir)
+    except storage.StorageError as e:
+        raise TrainingError(str(e)) from None
+    storage.makedirs(workdir)
     is_main = jax.process_index() == 0
     if is_main:
-        jsonio.write(os.path.join(workdir, "config.json"), jsonio.config_json(config))
+        jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
 
     # ---- Mesh --------------------------------------------------------------------------------
     mesh = sharding.make_mesh(config.mesh)
@@ -149,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     abstract = jax.eval_shape(init_fn)
     state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
     ckpt = checkpoint.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        storage.join(workdir, "checkpoints"),
         keep=config.keep_ckpts,
         best_metric=config.best_metric or None,
         best_mode=config.best_mode,
@@ -234,6 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def save(step: int, metrics: dict | None = None) -> None:
         check_finite()
+        writer.flush()  # log lines up to `step` are stored before the checkpoint commits
         ckpt.save(
             step, state, {"iterator": last_data_state, "workers": config.input.workers}, metrics
         )
@@ -290,10 +312,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         final_metrics = {}
         if evaluators:
             final_metrics = evaluate.run_all(
-                evaluators, predict, state, step=step, out_root=os.path.join(workdir, "eval")
+                evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval")
             )
             writer.write_scalars(step, final_metrics, kind="eval")
-            writer.write_image_files(step, os.path.join(workdir, "eval"))
+            writer.write_image_files(step, storage.join(workdir, "eval"))
             _log(f"final eval step {step}: {evaluate.summary_line(final_metrics)}")
         if step not in ckpt.all_steps():
             save(step, final_metrics or None)
@@ -313,7 +335,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "train_seconds_this_run": round(time.perf_counter() - t_start, 1),
                 "train_step_compilations": train_step._cache_size(),
             }
-            jsonio.write(os.path.join(workdir, "metrics.json"), summary)
+            jsonio.write(storage.join(workdir, "metrics.json"), summary)
+            writer.flush()
             plot_training_curves(workdir)
         return final_metrics
     finally:

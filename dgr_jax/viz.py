@@ -11,7 +11,7 @@ object-oriented `Figure` API with the Agg canvas, so no global backend is touche
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from dgr_jax import storage
 
 DEPTH_CMAP = "magma_r"  # near = bright, far = dark
 ERROR_CMAP = "inferno"
@@ -103,14 +105,20 @@ def side_by_side(images: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def save_png(path: str, image: np.ndarray) -> None:
-    """Write a uint8 (H, W, 3) or (H, W) array, or a uint16 (H, W) array, as a PNG."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(np.asarray(image)).save(path)
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 (H, W, 3) or (H, W) array, or a uint16 (H, W) array, encoded as PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: storage.PathLike, image: np.ndarray) -> None:
+    """Write `png_bytes(image)` to `path` (local or gs://; folders are created)."""
+    storage.write_bytes(path, png_bytes(image))
 
 
 def save_panel(
-    path: str,
+    path: storage.PathLike,
     images: Sequence[tuple[str, np.ndarray] | tuple[str, np.ndarray, dict[str, Any]]],
     *,
     vmin: float | None = None,
@@ -132,7 +140,7 @@ def save_panel(
     a value).
 
     Args:
-        path: output PNG path (folders are created).
+        path: output PNG path, local or gs:// (folders are created).
         images: (title, array) or (title, array, options) per panel; arrays are uint8 / float
             (H, W, 3) RGB or float (H, W) maps.
         vmin, vmax, cmap, colorbar_label: the shared scale of the 2-D maps.
@@ -172,5 +180,4 @@ def save_panel(
         bar.ax.tick_params(labelsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    storage.save_figure(path, fig, bbox_inches="tight")

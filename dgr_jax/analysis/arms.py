@@ -13,7 +13,6 @@ parameters are only ever passed as arguments with `jax.lax.stop_gradient`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dgr_jax import checkpoint, configlib, optim, sharding, steps
+from dgr_jax import checkpoint, configlib, jsonio, optim, sharding, steps, storage
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -132,16 +131,15 @@ def check_identical_conditions(
 
 def trained_config(workdir: str) -> dict | None:
     """The config a workdir was trained with (its config.json), or None."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "config.json")
+    if not storage.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return jsonio.read(path)
 
 
 def latest_step(workdir: str) -> int | None:
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir) or not any(n.isdigit() for n in os.listdir(ckpt_dir)):
+    ckpt_dir = storage.join(workdir, "checkpoints")
+    if not any(n.isdigit() for n in storage.listdir(ckpt_dir)):
         return None
     ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
     try:

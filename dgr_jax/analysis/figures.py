@@ -7,7 +7,6 @@ maps are comparable), NaN black, a colour bar under every map, titles on every p
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dgr_jax import viz
+from dgr_jax import storage, viz
 
 Cell = tuple[str, np.ndarray] | tuple[str, np.ndarray, dict[str, Any]] | None
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
@@ -64,8 +63,7 @@ def save_grid(
             bar.ax.tick_params(labelsize=6)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    storage.save_figure(path, fig, bbox_inches="tight")  # local or gs://
 
 
 def plot_sparsity_curves(
@@ -112,8 +110,7 @@ def plot_sparsity_curves(
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    storage.save_figure(path, fig, bbox_inches="tight")  # local or gs://
 
 
 def depth_options(vmin: float, vmax: float) -> dict[str, Any]:

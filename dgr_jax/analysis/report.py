@@ -15,11 +15,13 @@ sampling only, not training-seed noise (one training run per arm).
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from dgr_jax import storage
 from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
 
 PRIMARY = "grad_err"
@@ -29,11 +31,12 @@ HIGHER_BETTER = frozenset({*HIGHER_IS_BETTER, *SUPPORTING})
 
 
 def write_csv(path: str, rows: list[dict], columns: Sequence[str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    storage.write_text(path, f.getvalue())  # local or gs://, written whole
 
 
 def _fmt(value):

@@ -30,7 +30,6 @@ Single-process tool (one host, any number of local devices: batches are sharded 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -38,7 +37,7 @@ import jax
 import ml_collections
 import optax
 
-from dgr_jax import compile_cache, jsonio, sharding, xla_options
+from dgr_jax import compile_cache, jsonio, sharding, storage, xla_options
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.analysis import mask_training, study_eval, study_outputs
 from dgr_jax.data import datasets, pipeline
@@ -56,7 +55,7 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
     order = tuple(config.arm_order)
     if sorted(order) != sorted(config.arms.keys()) or len(order) != 2:
         raise ValueError(f"arm_order {order} must name the two arms {sorted(config.arms)}")
-    data_dir = config.data_dir or os.path.join(workdir, "data")
+    data_dir = config.data_dir or storage.join(workdir, "data")
     resolved, dirs = {}, {}
     for name in order:
         arm = config.arms[name]
@@ -64,7 +63,7 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
         resolved[name] = arms_lib.resolve_arm_config(
             arm.config, overrides, data_dir=data_dir, mesh=config.mesh
         )
-        dirs[name] = os.path.abspath(arm.workdir or os.path.join(workdir, "arms", name))
+        dirs[name] = storage.absolute(arm.workdir or storage.join(workdir, "arms", name))
     may_differ = tuple(config.arms_may_differ_in)
     keys = arms_lib.check_identical_conditions(resolved, may_differ)
     for name in order:
@@ -175,9 +174,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
         raise RuntimeError("the sparse-pixel study runs in one process (any number of devices)")
     t_start, cpu_start = time.perf_counter(), time.process_time()
     timing: dict[str, float] = {}
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    jsonio.write(os.path.join(workdir, "config.json"), jsonio.config_json(config))
+    workdir = storage.absolute(workdir)  # local or gs://
+    storage.check(workdir, "--workdir")
+    storage.makedirs(workdir)
+    jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
     mesh = sharding.make_mesh(config.mesh)
     data_size = mesh.shape["data"]
     if config.mask.batch_size % data_size:

@@ -5,6 +5,7 @@ Ours. File list and meaning: `sparse_pixel.py`'s module docstring.
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 
@@ -12,7 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dgr_jax import jsonio
+from dgr_jax import jsonio, storage
 from dgr_jax.analysis import figures, report
 from dgr_jax.analysis.sparsity import PIXEL_CLASSES, grey, sobel_magnitude
 from dgr_jax.analysis.study_eval import TestSet
@@ -34,12 +35,12 @@ _SOBEL_NORM = 8.0  # unit ramp -> 8: slope in m/px (edges.py)
 
 def save_mask_net(workdir: str, arm: str, lam: float, params) -> str:
     """mask_nets/<arm>/lambda_<lam>.npz: the mask net's parameters by tree path."""
-    folder = os.path.join(workdir, "mask_nets", arm)
-    os.makedirs(folder, exist_ok=True)
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
     arrays = {jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
-    path = os.path.join(folder, f"lambda_{lam:g}.npz")
-    np.savez(path, **arrays)
+    path = storage.join(workdir, "mask_nets", arm, f"lambda_{lam:g}.npz")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    storage.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -198,5 +199,4 @@ def write_tables_and_summary(workdir: str, results: dict) -> None:
     report.write_csv(os.path.join(workdir, "sparsity_curves.csv"), results["curves"], CURVE_COLUMNS)
     report.write_csv(os.path.join(workdir, "lambda_sweep.csv"), results["sweep"], SWEEP_COLUMNS)
     jsonio.write(os.path.join(workdir, "results.json"), results)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(report.render_summary(results))
+    storage.write_text(os.path.join(workdir, "summary.md"), report.render_summary(results))

@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         help="--newcrfs-ckpt / --pixelformer-ckpt: dataset (max_depth 10 / 80 m)",
     )
     parser.add_argument("--window", type=int, help="--swin-ckpt: target window (e.g. 7, 12)")
-    parser.add_argument("--out", required=True, help="output directory (created)")
+    parser.add_argument("--out", required=True, help="output directory (created; or gs://...)")
     return parser
 
 
@@ -159,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "variant" in SOURCES[dest].options and args.variant is None:
         parser.error(f"{flag} needs --variant nyu|kitti (sets max_depth)")
 
+    from dgr_jax import storage
     from dgr_jax.convert.checkpoint import Converted, save_converted
 
     try:
+        storage.check(args.out, "--out")  # a gs:// typo fails before the slow conversion
         converted = SOURCES[dest].convert(args)
         weights = converted.weights() if isinstance(converted, Converted) else converted
         out = save_converted(args.out, weights)

@@ -48,7 +48,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from dgr_jax import jsonio
+from dgr_jax import jsonio, storage
 from dgr_jax.models import build_encoder, build_model
 
 FORMAT = "dgr_jax.converted.v1"
@@ -170,19 +170,19 @@ def check_weights(weights: ConvertedWeights) -> list[str]:
 
 def save_converted(
     out_dir: str | pathlib.Path, converted: Converted | ConvertedWeights
-) -> pathlib.Path:
+) -> storage.Path:
     """Check `converted` against its model and write it in the layout above.
 
     Returns:
-        The absolute output directory.
+        The absolute output directory (`out_dir` may be a gs:// URL).
 
     Raises:
         ValueError listing every path that does not fit (nothing is written then).
     """
     weights = converted.weights() if isinstance(converted, Converted) else converted
     kept = check_weights(weights)
-    out = pathlib.Path(out_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.path(out_dir)
+    storage.makedirs(out)
     tree = jax.tree.map(lambda x: np.ascontiguousarray(x, np.float32), weights.tree)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(out / "state", tree, force=True)
@@ -201,7 +201,7 @@ def save_converted(
 
 def read_meta(ckpt_dir: str | pathlib.Path) -> dict[str, Any]:
     """model.json of a converted checkpoint, after checking it is one."""
-    ckpt = pathlib.Path(ckpt_dir).absolute()
+    ckpt = storage.path(ckpt_dir)
     if not (ckpt / "model.json").is_file() or not (ckpt / "state").is_dir():
         raise ValueError(
             f"{ckpt}: not converted weights (no model.json and state/); "
@@ -232,7 +232,7 @@ def load_converted(ckpt_dir: str | pathlib.Path) -> tuple[ml_collections.ConfigD
         part's path in a DepthModel, ready for `merge_state`. Variables listed in `kept_init`
         are not in `state`.
     """
-    ckpt = pathlib.Path(ckpt_dir).absolute()
+    ckpt = storage.path(ckpt_dir)
     meta = read_meta(ckpt)
     checkpointer = ocp.StandardCheckpointer()
     stored = checkpointer.metadata(ckpt / "state").item_metadata.tree

@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 
+from dgr_jax import storage
 from dgr_jax.data import datasets
 from dgr_jax.data.builders.base import DatasetError
 
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m dgr_jax.data.build", description=__doc__.split("\n")[0]
     )
     p.add_argument("dataset", help="builder name[/config], e.g. synthetic_depth/indoor")
-    p.add_argument("--data_dir", required=True, help="where the built dataset is written")
+    p.add_argument(
+        "--data_dir",
+        required=True,
+        help="where the built dataset is written (gs://: built locally, then uploaded)",
+    )
     p.add_argument("--manual_dir", default="", help="real datasets: the folder with your files")
     p.add_argument("--num_train", type=int, default=2000, help="synthetic: training examples")
     p.add_argument("--num_test", type=int, default=200, help="synthetic: test examples")
@@ -51,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     start = time.perf_counter()
     try:
+        storage.check(args.data_dir, "--data_dir")
+        if args.manual_dir:
+            storage.check(args.manual_dir, "--manual_dir")
         with _logs_to_stderr():
             builder = datasets.ensure_built(
                 args.dataset, args.data_dir, manual_dir=args.manual_dir, build_args=build_args
             )
-    except DatasetError as e:
+    except (DatasetError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     took = time.perf_counter() - start

@@ -4,6 +4,11 @@
 arrays following the element contract in dgr_jax/data/builders/base.py), building the dataset
 first when it can build itself (synthetic) or when a manual dir with the user's files is given
 (nyu_depth_v2_bts, kitti_depth_eigen; without one, the error says what to place where).
+
+A `data_dir` on an object store (gs://) is read directly: the array_record reader TFDS uses
+opens gs:// files itself (with the machine's Google credentials). It cannot write them, so a
+dataset missing there is built into a local temporary folder and uploaded, `dataset_info.json`
+last: TFDS takes that file as "prepared", so a reader never sees a half-uploaded dataset.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import tensorflow_datasets as tfds
 
+from dgr_jax import storage
 from dgr_jax.data import builders  # noqa: F401  (registers the builders)
 from dgr_jax.data.builders.base import DatasetError
 from dgr_jax.registry import DATASETS
@@ -84,8 +91,24 @@ def ensure_built(
         download_config = tfds.download.DownloadConfig(
             manual_dir=os.path.expanduser(manual_dir) if manual_dir else None
         )
+        if storage.is_remote(data_dir):
+            _build_and_upload(dataset, data_dir, manual_dir, build_args, download_config)
+            return get_builder(dataset, data_dir, manual_dir=manual_dir, build_args=build_args)
         builder.download_and_prepare(download_config=download_config, file_format="array_record")
     return builder
+
+
+def _build_and_upload(dataset, data_dir, manual_dir, build_args, download_config) -> None:
+    """Build into a local temporary folder (under $TMPDIR), copy it to `data_dir`, delete it."""
+    with tempfile.TemporaryDirectory(prefix="dgr_jax_tfds_") as local:
+        staged = get_builder(dataset, local, manual_dir=manual_dir, build_args=build_args)
+        staged.download_and_prepare(download_config=download_config, file_format="array_record")
+        relative = os.path.relpath(os.fspath(staged.data_path), local)  # name/config/version
+        target = storage.join(data_dir, relative)
+        count = storage.copy_tree(staged.data_path, target, last=("dataset_info.json",))
+        logging.getLogger("dgr_jax.data").info(
+            "%s: built locally, uploaded %d files to %s", dataset, count, target
+        )
 
 
 def open_split(

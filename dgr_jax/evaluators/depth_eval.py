@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,7 +42,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dgr_jax import protocol, viz
+from dgr_jax import protocol, storage, viz
 from dgr_jax.evaluators import crops, distributed, report
 from dgr_jax.evaluators.edges import compute_edge_metrics, edge_metric_names
 from dgr_jax.evaluators.metrics import METRIC_NAMES, aggregate, as_bhw, compute_depth_metrics
@@ -410,9 +409,9 @@ class DepthEvaluator:
         err = viz.error_map(depth, gt, valid)
         err_max = float(np.nanmax(err)) if np.any(valid) else 1.0
         safe_id = "".join(c if c.isalnum() or c in "-._" else "_" for c in example["id"])[:80]
-        rel = os.path.join("images", f"{kind}_{pos:05d}_{safe_id}.png")
+        rel = f"images/{kind}_{pos:05d}_{safe_id}.png"  # relative link in report.md
         viz.save_panel(
-            os.path.join(out_dir, rel),
+            storage.join(out_dir, rel),
             [
                 ("RGB", example["image"]),
                 ("ground truth", np.where(valid, gt, np.nan)),
@@ -435,7 +434,7 @@ class DepthEvaluator:
         return rel
 
     def _write(self, out_dir, step, per_image, means, counts, index, ids, pictures, seconds):
-        os.makedirs(out_dir, exist_ok=True)
+        storage.makedirs(out_dir)
         protocol = self.protocol(len(index))
         num_valid = counts.get("abs_rel", 0)
         payload = {
@@ -448,8 +447,8 @@ class DepthEvaluator:
             "protocol": protocol,
             "timing": {"seconds": seconds, "images_per_s": len(index) / max(seconds, 1e-9)},
         }
-        report.write_metrics_json(os.path.join(out_dir, "metrics.json"), payload)
-        report.write_per_image_csv(os.path.join(out_dir, "per_image.csv"), index, ids, per_image)
+        report.write_metrics_json(storage.join(out_dir, "metrics.json"), payload)
+        report.write_per_image_csv(storage.join(out_dir, "per_image.csv"), index, ids, per_image)
         text = report.render_report(
             name=self.name,
             protocol=protocol,
@@ -463,5 +462,4 @@ class DepthEvaluator:
             pictures=pictures,
             step=step,
         )
-        with open(os.path.join(out_dir, "report.md"), "w") as f:
-            f.write(text)
+        storage.write_text(storage.join(out_dir, "report.md"), text)

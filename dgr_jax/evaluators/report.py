@@ -8,6 +8,7 @@ with (`dgr_jax/protocol.py` STANDARD_PROTOCOLS), and lists the worst images by a
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dgr_jax import jsonio
+from dgr_jax import jsonio, storage
 from dgr_jax import protocol as constants  # `protocol` is the evaluated protocol's dict here
 from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
 
@@ -136,14 +137,15 @@ def write_per_image_csv(
 ) -> None:
     """One row per image: dataset index, id, every metric (empty where undefined)."""
     names = list(per_image)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "id", *names])
-        for row, (index, image_id) in enumerate(zip(indices, ids)):
-            values = [per_image[n][row] for n in names]
-            writer.writerow(
-                [int(index), image_id, *("" if math.isnan(v) else f"{v:.6g}" for v in values)]
-            )
+    f = io.StringIO(newline="")
+    writer = csv.writer(f)
+    writer.writerow(["index", "id", *names])
+    for row, (index, image_id) in enumerate(zip(indices, ids)):
+        values = [per_image[n][row] for n in names]
+        writer.writerow(
+            [int(index), image_id, *("" if math.isnan(v) else f"{v:.6g}" for v in values)]
+        )
+    storage.write_text(path, f.getvalue())  # local or gs://, written whole
 
 
 def render_report(

@@ -18,13 +18,12 @@ data_depth_annotated/ (BTS users merge train/ and val/ there), under its train/ 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import tensorflow_datasets as tfds
 
 from dgr_jax import protocol
 from dgr_jax.data.builders import base, manual
 from dgr_jax.registry import DATASETS
+from dgr_jax.storage import Path  # epath: the manual dir may be local or gs://
 
 TRAIN_LIST = "eigen_train_files_with_gt.txt"
 TEST_LIST = "eigen_test_files_with_gt.txt"

@@ -22,13 +22,14 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from dgr_jax import storage
 from dgr_jax.data.builders.base import DatasetError, encode_png
+from dgr_jax.storage import Path  # epath: the user's files may be local or on gs://
 
 log = logging.getLogger("dgr_jax.data")
 
@@ -120,7 +121,7 @@ def drop_missing(
     their lines are left out and counted in the log.
     """
     missing = [
-        (job, path) for job in jobs for path in (job.image, job.depth) if not os.path.isfile(path)
+        (job, path) for job in jobs for path in (job.image, job.depth) if not storage.isfile(path)
     ]
     if not missing:
         return list(jobs)
@@ -155,7 +156,7 @@ def load_image(path: str, origin: str, ctx: Context) -> tuple[bytes, tuple[int, 
     RGB and stored as a lossless PNG instead (`converted` is True).
     """
     try:
-        data = Path(path).read_bytes()
+        data = storage.read_bytes(path)
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # full decode: truncated or corrupt files fail here
             if im.mode == "RGB":
@@ -173,7 +174,7 @@ def load_image(path: str, origin: str, ctx: Context) -> tuple[bytes, tuple[int, 
 def load_depth_png(path: str, scale: float, origin: str, ctx: Context) -> np.ndarray:
     """A 16-bit depth PNG as float32 metres: png / scale, 0 = invalid (as the hosts' loaders)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(storage.read_bytes(path))) as im:
             im.load()
             mode = im.mode
             png = np.asarray(im) if mode in DEPTH_PNG_MODES else None
@@ -324,7 +325,7 @@ class ManualDirBuilder:
                 f"{name} is not built in {data_dir} and no manual dir was given.\n"
                 + self.instructions(data_dir)
             )
-        path = Path(os.path.expanduser(manual_dir))
+        path = storage.path(manual_dir)
         if not path.is_dir() or not any(path.iterdir()):
             state = "is empty" if path.is_dir() else "does not exist"
             raise DatasetError(

@@ -24,13 +24,13 @@ copies are warned about, not refused.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import tensorflow_datasets as tfds
 
 from dgr_jax import protocol
 from dgr_jax.data.builders import base, manual, nyu_mat
 from dgr_jax.registry import DATASETS
+from dgr_jax.storage import Path  # epath: the manual dir may be local or gs://
 
 TRAIN_LIST = "nyudepthv2_train_files_with_gt.txt"
 TRAIN_LIST_DENSE = "nyudepthv2_train_files_with_gt_dense.txt"
