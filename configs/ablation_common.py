@@ -20,7 +20,7 @@ settings do not matter): `<host>` (DGR off, SILog only), `<host>+dgr`, `<host>+o
 instead of ours) and `cnn` (the host's decoder and loss with a CNN encoder, no DGR). The
 exploratory arms vary one design choice of `<host>+dgr+otdl` each (method.md sections 3-4): the
 DGR stencil set, learnable stencils, DGR placement, the OT mass, epsilon, and the OTDL weight
-(three values around `protocol.OTDL_WEIGHT`).
+(a three-value sweep: 125 and 2000 beside the reference's 500).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def ablation_config(
         "DGR after each fusion block instead of at the reassemble outputs",
         'model.dgr.positions=("fusion",)',
     ),
-    otdl_weights: Sequence[float] = (125.0, 2000.0, 8000.0),
+    otdl_weights: Sequence[float] = (125.0, 2000.0),
     epsilon: float = 0.1,
     num_resamples: int = 10_000,
 ) -> ml_collections.ConfigDict:
@@ -111,7 +111,8 @@ def ablation_config(
         exploratory: whether to run the exploratory (one-seed) arms.
         dgr_placement: (arm name, label, override) of the exploratory placement arm (where
             DGR can sit depends on the host's decoder).
-        otdl_weights: the OTDL-weight sweep of the exploratory table.
+        otdl_weights: the OTDL-weight sweep of the exploratory table, beside the reference
+            arm's `protocol.OTDL_WEIGHT` (125, 500, 2000: three values, a factor 4 apart).
         epsilon: the exploratory arm's Sinkhorn epsilon (the default is 1e-2).
         num_resamples: bootstrap replicates.
     """
@@ -119,6 +120,9 @@ def ablation_config(
     c = ml_collections.ConfigDict()
     c.base = base
     c.base_overrides = tuple(base_overrides)
+    # Yours, applied to every run after base_overrides, e.g. a shorter schedule on a host:
+    # --config.overrides='("total_steps=20000",)'.
+    c.overrides = ()
     c.data_dir = ""  # "" -> W/data, shared by every arm
     # Converted weights of the host's encoder for every arm (python -m dgr_jax.convert ...);
     # "" keeps the base config's. The CNN arm resets it (its own: arms.cnn.init_from).

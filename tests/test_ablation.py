@@ -71,6 +71,23 @@ def test_the_newcrfs_dgr_configs_weigh_otdl_like_the_synthetic_ones():
         assert _load(spec).loss.terms.otdl == weight == 500.0
 
 
+def test_weights_and_user_overrides_reach_the_right_runs(tmp_path):
+    config = _load("configs/ablation_nyu_newcrfs.py:smoke")
+    with config.unlocked():
+        config.init_from = "/w/swin"
+        config.arms.cnn.init_from = "/w/resnet"
+        config.overrides = ("total_steps=3",)
+    runs = ablation.resolve_runs(config, str(tmp_path))
+    ablation.check_runs(runs, config)
+    for run in runs:
+        assert run.config.init_from == ("/w/resnet" if run.arm == "cnn" else "/w/swin")
+        assert run.config.total_steps == 3
+    with config.unlocked():
+        config.exploratory_seed = 7
+    with pytest.raises(ValueError, match="exploratory_seed"):
+        ablation.resolve_runs(config, str(tmp_path))
+
+
 def test_a_run_folder_with_another_config_is_refused_naming_the_keys(tmp_path):
     config = _load("configs/ablation_synthetic.py:smoke")
     runs = ablation.resolve_runs(config, str(tmp_path))

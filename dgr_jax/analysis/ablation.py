@@ -10,7 +10,8 @@ runs; `bootstrap.py` the statistics).
 
 1. Runs. Every arm of `config.main_arms` is trained once per seed of `config.seeds`, every arm of
    `config.exploratory_arms` once (`config.exploratory_seed`): an arm's config is the base
-   experiment config `config.base` with `config.base_overrides`, then the arm's overrides, then
+   experiment config `config.base` with `config.base_overrides` and `config.overrides`, the
+   study's `init_from`, then the arm's overrides (and its own `init_from`), then
    `seed=<k>` and `input.seed=<config.data_seed>` (so seeds change the initialisation only; the
    data, its order and the schedule are the same for every run). Each run is an ordinary
    training run in W/arms/<arm>/seed<k>/ (checkpoints, resume, TensorBoard, the final
@@ -86,6 +87,11 @@ def arm_names(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"baseline {config.baseline!r} is not a main arm {config.main_arms}")
     if config.exploratory_arms and config.exploratory_reference not in config.main_arms:
         raise ValueError(f"exploratory_reference {config.exploratory_reference!r} is no main arm")
+    if config.exploratory_arms and config.exploratory_seed not in config.seeds:
+        raise ValueError(
+            f"exploratory_seed {config.exploratory_seed} is not one of the seeds "
+            f"{tuple(config.seeds)} (the reference arm must have been trained with it)"
+        )
     return names
 
 
@@ -100,6 +106,7 @@ def resolve_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
         for seed in seeds:
             overrides = [
                 *config.base_overrides,
+                *config.overrides,
                 *([f"init_from={config.init_from!r}"] if config.init_from else []),
                 *own,
                 f"seed={int(seed)}",

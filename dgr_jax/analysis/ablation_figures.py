@@ -3,10 +3,11 @@
 - ablation.png: one panel per table metric; each main arm's mean over seeds (bar) with the 95%
   interval of that mean (the same hierarchical bootstrap as the claims, of the arm alone),
   each seed's mean as a dot, the constant-depth baseline as a dashed line.
-- gradients.png: the same test images (`config.pictures`) for every arm: per image, the ground
-  truth and each main arm's prediction (first seed, the evaluator's final prediction with its
-  TTA and clamp) as depth and as the magnitude of its depth gradient (Sobel / 8, m/px, the edge
-  metrics' kernels), on shared scales per image, so a reader sees edge sharpness.
+- gradients.png: the same test images (`config.pictures`) for every arm: per image a row of
+  depth maps (ground truth, then each main arm's prediction: first seed, the evaluator's final
+  prediction with its TTA and clamp) and below it the magnitude of each map's depth gradient
+  (Sobel / 8, m/px, the edge metrics' kernels), on shared scales per image, so a reader sees
+  edge sharpness.
 - curves.png: the training loss of every run (total and its SILog term, which every arm
   shares, so the curves compare), main arms solid (one line per seed), exploratory dashed.
 """
@@ -36,9 +37,10 @@ def plot_metrics(path: str, config, per_run: dict, constant: dict) -> None:
     seeds = [int(s) for s in config.seeds]
     cols = min(4, len(metrics))
     rows = -(-len(metrics) // cols)
-    fig = Figure(figsize=(3.6 * cols, 3.2 * rows), dpi=100)
+    fig = Figure(figsize=(3.6 * cols, 3.8 * rows), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig.subplots_adjust(hspace=0.7, wspace=0.3)
     boot = config.bootstrap
     for ax, m in zip(axes, metrics):
         for i, arm in enumerate(arms):
@@ -109,13 +111,15 @@ def plot_gradients(
         gt_grad = np.where(ex["valid"], _grad(np.where(ex["valid"], ex["gt"], 0.0)), np.nan)
         gmax = max(float(np.nanpercentile(g, 99)) for g in [*grads.values(), gt_grad]) or 1.0
         grad = {"vmin": 0.0, "vmax": gmax, "cmap": figures.GRAD_CMAP, "label": "|grad| (m/px)"}
-        cells = [(f"RGB ({ex['id']})", ex["image"]), ("ground truth", gt, depth)]
-        cells += [("|grad| ground truth", gt_grad, grad)]
-        grid.append(cells)
-        for a in arms:
-            grid.append(
-                [None, (a, preds[a][row_i]["depth"], depth), (f"|grad| {a}", grads[a], grad)]
-            )
+        # Two rows per image: depth maps, then gradient magnitudes, arms side by side.
+        grid.append(
+            [(f"RGB ({ex['id']})", ex["image"]), ("ground truth", gt, depth)]
+            + [(a, preds[a][row_i]["depth"], depth) for a in arms]
+        )
+        grid.append(
+            [None, ("|grad| ground truth", gt_grad, grad)]
+            + [(f"|grad| {a}", grads[a], grad) for a in arms]
+        )
     figures.save_grid(
         path,
         grid,

@@ -139,6 +139,7 @@ def summary_dict(
         "cost": cost,
         "comparisons": stats["comparisons"],
         "exploratory": stats["exploratory"],
+        "exploratory_reference_values": stats["exploratory_reference_values"],
         "constant_depth": {
             "depth": constant["depth"],
             "metrics": {m: constant["means"].get(m) for m in stats["metrics"]},

@@ -181,8 +181,10 @@ def render_summary(r: dict) -> str:
             "",
         ]
         ex = {(c["arm"], c["metric"]): c for c in r["exploratory"]}
+        ref_values = r["exploratory_reference_values"]
         rows = [
-            [f"`{ref}` (seed {r['exploratory_seed']})", "the paper's method"] + ["" for _ in table]
+            [f"`{ref}` (seed {r['exploratory_seed']})", "the reference"]
+            + [_num(ref_values[m]["mean"]) for m in table]
         ]
         for a in r["exploratory_arms"]:
             rows.append(

@@ -120,8 +120,14 @@ def study_statistics(
         for a in config.main_arms
         for m in (*kinds["accuracy"], *kinds["continuity"])
     ]
+    reference = (
+        arm_summary(per_run, config.exploratory_reference, ex_seed, metric_names)
+        if config.exploratory_arms
+        else {}
+    )
     return {
         "metrics": list(metric_names),
+        "exploratory_reference_values": reference,
         "arms": arms,
         "comparisons": comparisons,
         "exploratory": exploratory,
