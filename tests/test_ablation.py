@@ -60,9 +60,8 @@ def test_study_configs_resolve_into_runs_that_differ_only_as_their_arms_say(spec
     for m in (*config.metrics.accuracy, *config.metrics.continuity, *config.metrics.table):
         assert m in ALL_METRICS
     if not spec.endswith("smoke"):
-        assert (
-            len(config.exploratory_arms) >= 8
-        )  # stencils, learnable, placement, mass, eps, 3 x weight
+        # stencils, learnable, placement, mass, epsilon, two OTDL weights (+ the reference's)
+        assert len(config.exploratory_arms) == 7
 
 
 def test_the_newcrfs_dgr_configs_weigh_otdl_like_the_synthetic_ones():
@@ -193,12 +192,90 @@ def test_claims_follow_the_config_and_the_verdict_rule():
         assert c["better"] == ("higher" if c["metric"] in config.metrics.continuity else "lower")
 
 
+def test_summary_md_renders_every_section_from_summary_json(tmp_path):
+    config = _load("configs/ablation_synthetic.py")  # with the exploratory arms
+    ids, per_run, constant = _fake_study(config, np.random.default_rng(2))
+    constant["depth"] = 2.3
+    constant["means"] = {m: float(np.mean(v)) for m, v in constant["per_image"].items()}
+    stats = ablation_stats.study_statistics(config, per_run, constant, list(ALL_METRICS))
+    runs = ablation.resolve_runs(config, str(tmp_path))
+    arm_cost = {"params": 7e6, "forward_gflops": 1.0, "params_ratio": 1.0}
+    cost = {
+        "reference": "vit",
+        "batch_size": 8,
+        "timing_repeats": 5,
+        "arms": {a: dict(arm_cost, forward_flops_ratio=1.0) for a in config.main_arms},
+        "dgr": {
+            "arm": "vit+dgr",
+            "reference": "vit",
+            "params_pct": 1.35,
+            "forward_flops_pct": 3.5,
+            "params_budget_pct": 2.0,
+            "flops_budget_pct": 3.0,
+            "params_within_budget": True,
+            "flops_within_budget": False,
+            "step_time_pct": 4.0,
+        },
+    }
+    protocol = {
+        "dataset": "synthetic_depth/indoor",
+        "split": "test",
+        "crop": "none",
+        "min_depth": 1e-3,
+        "max_depth": 10.0,
+        "flip_tta": "blend",
+        "resize": "none",
+        "kb_crop": False,
+        "num_images": len(ids),
+    }
+    summary = ablation_outputs.summary_dict(
+        config,
+        command="python -m dgr_jax.analysis.ablation ...",
+        runs=runs,
+        run_seconds={},
+        conditions={"num_keys": 100, "arm_keys": {}},
+        stats=stats,
+        cost=cost,
+        constant=constant,
+        protocol=protocol,
+        num_images=len(ids),
+        timing=dict.fromkeys(("runs_s", "statistics_s", "cost_s", "outputs_s", "total_s"), 60.0)
+        | {"cpu_s": 100.0},
+        load=((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)),
+    )
+    ablation_outputs.write_summary(str(tmp_path), summary)
+    data = jsonio.loads_strict((tmp_path / "summary.json").read_text())
+    text = (tmp_path / "summary.md").read_text()
+    for section in (
+        "## Ablation table",
+        "## The paper's claims",
+        "## Every arm against",
+        "## Cost",
+    ):
+        assert section in text, section
+    assert "## Exploratory" in text and all(f"`{a}`" in text for a in config.exploratory_arms)
+    assert "over budget" in text and "within budget" in text
+    for c in data["claims"]:
+        assert f"{c['delta']:+.4f}" in text and f"**{c['verdict']}**" in text
+    for a in config.main_arms:
+        assert f"{data['arms'][a]['abs_rel']['mean']:.4f}" in text
+
+
 # ----- End to end ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smoke_study_end_to_end_and_resume(tmp_path):
     config = _load("configs/ablation_synthetic.py:smoke")
+    with config.unlocked():
+        # One of the 8 fake devices: the programs are those of the command line on one CPU
+        # (8-way partitioned ones compile several times slower; sharding is tested elsewhere).
+        config.mesh.data = 1
     workdir = tmp_path / "study"
     summary = ablation.run_study(config, str(workdir))
+    print("smoke study timing (s):", {k: round(v) for k, v in summary["timing"].items()})
+    print(
+        "runs (s):",
+        [(r["arm"], r["seed"], round(r["seconds_this_invocation"])) for r in summary["runs"]],
+    )
 
     for name in ("ablation.csv", "per_image.csv", "summary.json", "summary.md"):
         assert (workdir / name).stat().st_size > 0, name
@@ -220,7 +297,8 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     dgr = data["cost"]["dgr"]
     assert dgr["params_pct"] > 0 and isinstance(dgr["params_within_budget"], bool)
     assert data["cost"]["arms"]["vit"]["step_time_ratio"] == 1.0
-    assert all("step_ms" in data["cost"]["arms"][a] for a in config.main_arms)
+    assert all("step_ms" in data["cost"]["arms"][a] for a in config.cost.timing_arms)
+    assert all("forward_gflops" in data["cost"]["arms"][a] for a in config.main_arms)
 
     with open(workdir / "per_image.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -166,7 +166,7 @@ def _eval_dir(run: Run, eval_name: str) -> str:
 
 def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, int], float]:
     """Train or resume every run, make sure its final evaluation is written; seconds per run."""
-    seconds = {}
+    seconds, start = {}, time.perf_counter()
     for i, run in enumerate(runs):
         _log(f"[{i + 1}/{len(runs)}] arm {run.arm} seed {run.seed}: {run.workdir}")
         t = time.perf_counter()
@@ -180,6 +180,10 @@ def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, 
             _log("  evaluating the final checkpoint")
             evaluate.evaluate_checkpoint(run.config, run.workdir)
         seconds[(run.arm, run.seed)] = time.perf_counter() - t
+        _log(
+            f"  run done in {seconds[(run.arm, run.seed)] / 60:.1f} min; "
+            f"{(time.perf_counter() - start) / 60:.1f} min for {i + 1} of {len(runs)} runs"
+        )
     return seconds
 
 
@@ -278,14 +282,14 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     timing["statistics_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    seed0 = {name: next(r for r in runs if r.arm == name) for name in arm_names(config)}
-    cost = ablation_cost.measure_cost(config, seed0, log=_log)
+    first_seed = {name: next(r for r in runs if r.arm == name) for name in arm_names(config)}
+    cost = ablation_cost.measure_cost(config, first_seed, log=_log)
     timing["cost_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     ablation_outputs.write_tables(workdir, ids, per_run, metric_names, config)
     ablation_outputs.write_figures(
-        workdir, config, seed0, ids, per_run, stats, constant, eval_name, log=_log
+        workdir, config, first_seed, ids, per_run, constant, eval_name, log=_log
     )
     timing["outputs_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start

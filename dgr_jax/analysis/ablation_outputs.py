@@ -55,7 +55,7 @@ def write_tables(workdir: str, ids, per_run: dict, metric_names, config) -> None
                 writer.writerow([arm, seed, image, *(_fmt(values[m][i]) for m in metric_names)])
 
 
-def write_figures(workdir, config, runs, ids, per_run, stats, constant, eval_name, log=print):
+def write_figures(workdir, config, runs, ids, per_run, constant, eval_name, log=print):
     """ablation.png, gradients.png, curves.png."""
     ablation_figures.plot_metrics(os.path.join(workdir, "ablation.png"), config, per_run, constant)
     ablation_figures.plot_gradients(
