@@ -34,19 +34,28 @@ PLACEMENT = (
 )
 
 
-def host_ablation(base: str, smoke: bool) -> ml_collections.ConfigDict:
-    """The NeWCRFs-style ablation of any host config with DGR positions on encoder stages
-    (NeWCRFs on NYU or KITTI; the PixelFormer configs follow the same pattern)."""
+def host_ablation(
+    base: str, smoke: bool, *, host: str = "newcrfs", label: str = "NeWCRFs"
+) -> ml_collections.ConfigDict:
+    """The ablation of a Swin host whose DGR sits on the encoder stages and whose recipe trains
+    with SILog alone: NeWCRFs on NYU or KITTI, and PixelFormer the same way, e.g.
+
+        def get_config(arg=None):
+            c = host_ablation("configs/nyu_pixelformer.py", arg == "smoke",
+                              host="pixelformer", label="PixelFormer")
+            c.lock()
+            return c
+    """
     return ablation_common.ablation_config(
         base + (":smoke" if smoke else ""),
-        host="newcrfs",
-        host_label="NeWCRFs (Swin tiny_test)" if smoke else "NeWCRFs (Swin-L)",
+        host=host,
+        host_label=f"{label} (Swin tiny_test)" if smoke else f"{label} (Swin-L)",
         cnn_encoder=(
             {"name": "resnet", "depth": 18, "width": 8}
             if smoke
             else {"name": "resnet", "depth": 50, "width": 64}
         ),
-        cnn_label="ResNet + NeWCRFs decoder" if smoke else "ResNet-50 + NeWCRFs decoder",
+        cnn_label=f"ResNet-{18 if smoke else 50} + the {label} decoder",
         # The host recipe trains with SILog alone and has no OTDL entry; the arms set its weight.
         base_overrides=(
             'loss.terms={"silog": 1.0, "otdl": 0.0}',
