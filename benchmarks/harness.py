@@ -1,9 +1,10 @@
 """Shared pieces of the benchmark scripts (ours): machine facts, interleaved timing, train steps.
 
-Timing protocol (every ratio in benchmarks/README.md): the sides of a comparison run in one
-process, interleaved A B B A A B ... after warm-up (compilation, first-call allocations), and
-each side reports the median of its repeats. Interleaving spreads slow drifts of a shared
-machine (other jobs starting or stopping) over both sides; the median drops isolated stalls.
+Timing protocol (every ratio in benchmarks/README.md; `dgr_jax/timing.py`, which the ablation
+study shares): the sides of a comparison run in one process, interleaved A B B A A B ... after
+warm-up (compilation, first-call allocations), and each side reports the median of its repeats.
+Interleaving spreads slow drifts of a shared machine (other jobs starting or stopping) over both
+sides; the median drops isolated stalls.
 The 1-, 5- and 15-minute load averages are recorded before and after, so a reader can tell a
 quiet run from a contended one.
 
@@ -20,7 +21,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ import numpy as np
 
 from dgr_jax import jsonio, optim, protocol, steps, xla_options
 from dgr_jax.losses import make_loss
+from dgr_jax.timing import interleave_order, time_interleaved  # noqa: F401  (re-exported)
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,33 +77,6 @@ def emit(result: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # Timing.
 # --------------------------------------------------------------------------------------------
-def interleave_order(names: Sequence[str], repeats: int) -> list[str]:
-    """A B, B A, A B, ...: each round reverses the previous one, so no side always goes first."""
-    order: list[str] = []
-    for r in range(repeats):
-        order += list(names) if r % 2 == 0 else list(reversed(names))
-    return order
-
-
-def time_interleaved(
-    sides: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Seconds of each call, per side; every callable must block until its work is done.
-
-    Warm-up calls (not timed) run first for every side, then the timed calls interleave.
-    """
-    names = list(sides)
-    for _ in range(warmup):
-        for name in names:
-            sides[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for name in interleave_order(names, repeats):
-        start = time.perf_counter()
-        sides[name]()
-        times[name].append(time.perf_counter() - start)
-    return times
-
-
 def median_ms(seconds: Sequence[float]) -> float:
     return round(1e3 * statistics.median(seconds), 1)
 

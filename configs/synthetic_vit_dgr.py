@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.model.decoder.features = 64
     c.loss.otdl.grid_size = (16, 20)  # 1/8 of 128x160
-    c.loss.terms.otdl = 500.0  # lambda_ot: see configs/base.py
+    c.loss.terms.otdl = protocol.OTDL_WEIGHT  # lambda_ot = 500, as every config: configs/base.py
     c.model.head.max_depth = protocol.NYU_MAX_DEPTH
     c.evals.test = base.depth_eval(
         "synthetic_depth/indoor", crop="none", max_depth=protocol.NYU_MAX_DEPTH

@@ -109,6 +109,16 @@ class _Prefetcher:
         self._thread.join(timeout=5)
 
 
+def data_seed(config: ml_collections.ConfigDict) -> int:
+    """Seed of the data order and augmentation: `input.seed`, or `seed` when that is < 0.
+
+    Separate from `seed` (initialisation and per-step randomness) so that runs can differ in
+    their initialisation alone and still see the same batches in the same order.
+    """
+    value = int(config.input.get("seed", -1))
+    return int(config.seed) if value < 0 else value
+
+
 def _fetch(tree) -> Any:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
@@ -164,10 +174,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
 
     # ---- State: abstract first, then created already sharded ----------------------------------
-    def init_fn():
-        return steps.init_state(model_def, tx, config.seed)
+    # The seed is an argument, not a constant of the program, so runs that differ only in their
+    # seed (the ablation study's) share one compiled init.
+    def init_fn(seed):
+        return steps.init_state(model_def, tx, seed)
 
-    abstract = jax.eval_shape(init_fn)
+    seed = np.int32(config.seed)
+    abstract = jax.eval_shape(init_fn, seed)
     state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
     ckpt = checkpoint.Checkpointer(
         storage.join(workdir, "checkpoints"),
@@ -191,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
         _log(f"resuming from checkpoint step {latest} in {ckpt.directory}")
     else:
-        state = jax.jit(init_fn, out_shardings=state_sh)()
+        state = jax.jit(init_fn, out_shardings=state_sh)(seed)
         if init_weights is not None:
             state = weights.apply_init_weights(state, init_weights, state_sh)
             _log(init_weights.report)
@@ -219,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_source,
         pp=config.input.pp_train,
         global_batch=config.batch_size,
-        seed=config.seed,
+        seed=data_seed(config),
         workers=config.input.workers,
     )
     if data_state is not None:

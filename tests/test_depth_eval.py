@@ -132,6 +132,22 @@ def test_counts_each_image_once_and_matches_numpy(tmp_path):
     assert any(p.startswith(f"worst_{worst:05d}") for p in pictures)
 
 
+def test_predictions_are_what_the_metrics_see():
+    """`predictions` (the ablation study's figures) returns the clamped final prediction."""
+    source = _source()
+    mesh = Mesh(np.asarray(jax.devices()[:2]), ("data",))
+    evaluator = DepthEvaluator(_config(), name="t", source=source, input_size=INPUT, mesh=mesh)
+    out = evaluator.predictions(predict_fn, [4, 1, 0])  # 3 images in batches of 4
+    assert [o["id"] for o in out] == ["img4", "img1", "img0"]
+    for o, i in zip(out, (4, 1, 0)):
+        gt = source[i]["depth"]
+        pred = np.clip(expected_prediction(source[i]["image"], gt.shape), 1e-3, 10.0)
+        np.testing.assert_allclose(o["depth"], pred, rtol=1e-5)
+        valid = (gt > protocol.MIN_DEPTH_EVAL) & (gt < 10.0) & crops.eigen_crop_mask(*gt.shape)
+        np.testing.assert_array_equal(o["valid"], valid)
+        assert o["image"].shape == (*gt.shape, 3) and o["gt"] is not None
+
+
 def test_padding_and_empty_ground_truth_on_8_devices(tmp_path):
     source = _source(seed=1)[:3]
     source[1] = dict(source[1], depth=np.zeros_like(source[1]["depth"]))  # no valid pixel

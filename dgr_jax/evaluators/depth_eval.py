@@ -371,6 +371,39 @@ class DepthEvaluator:
             "input_size": list(self.input_size),
         }
 
+    def predictions(self, predict_fn: PredictFn, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The final predictions (TTA, resize, clamp: what the metrics see) of a few images.
+
+        Single process. Returns per index {"id", "image" (H, W, 3) uint8, "gt" (H, W),
+        "valid" (H, W) bool, "depth" (H, W)}; used for figures (the ablation study's).
+        """
+        out = []
+        for s in range(0, len(indices), self.local_batch):
+            examples = [self._load(int(i)) for i in indices[s : s + self.local_batch]]
+            pred, pred_flipped = self._predict(predict_fn, examples)
+            for row, example in enumerate(examples):
+                gt = example["gt"]
+                depth = final_prediction(
+                    pred[row : row + 1],
+                    None if pred_flipped is None else pred_flipped[row : row + 1],
+                    flip_tta=self.flip_tta,
+                    gt_size=gt.shape,
+                    paste_kb=self._paste,
+                    min_depth=self.min_depth,
+                    max_depth=self.max_depth,
+                )
+                valid = (gt > self.min_depth) & (gt < self.max_depth) & self._region(gt.shape)
+                out.append(
+                    {
+                        "id": example["id"],
+                        "image": example["image"],
+                        "gt": gt,
+                        "valid": valid,
+                        "depth": np.asarray(depth)[0],
+                    }
+                )
+        return out
+
     def _pictures(self, predict_fn, per_image, index, out_dir) -> list[str]:
         """Panels for a few fixed images and the worst ones. Every process takes part."""
         if self.num_pictures <= 0 or len(index) == 0:

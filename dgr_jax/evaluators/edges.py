@@ -171,3 +171,7 @@ def compute_edge_metrics(
     out = sobel_edge_metrics(pred, gt, valid, thresholds)
     out["si_boundary_f1"] = si_boundary_f1(pred, gt, valid)
     return out
+
+
+# Edge metrics where larger is better (precision, recall, F1 scores); grad_err is an error.
+HIGHER_IS_BETTER_EDGE = frozenset(n for n in edge_metric_names() if n != "grad_err")

@@ -48,7 +48,8 @@ maps in 0.5-10 m and predictions carrying a smooth log-scale error, blur and pix
   by < 0.1%). 200 is ~3x what eps = 1e-2 needs; under vmap the whole batch iterates until its
   slowest sample converges.
 - grid_size: 1/8 of the input side (30x40 for 240x320, 60x80 for NYU 480x640).
-- lambda_ot = 500 (`loss.terms.otdl`). OTDL is a squared distance in units of the image side,
+- lambda_ot = 500 (`protocol.OTDL_WEIGHT`: `loss.terms.otdl` of every config that trains with
+  OTDL, synthetic, NYU and KITTI alike). OTDL is a squared distance in units of the image side,
   so it is small (4e-4 when SILog is 1.2) and grows quadratically with the error while SILog
   grows linearly. The norm of its gradient with respect to the predicted depth map is 1.6e-4 to
   1.2e-3 times SILog's (SILog 0.3 to 2.4); with lambda_ot = 500 OTDL contributes 8% to 58% of

@@ -19,15 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from dgr_jax import jsonio
 from dgr_jax.models import build_model
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file")
-_BATCH = flags.DEFINE_integer("batch", 1, "batch size of the analysed forward pass")
 
 
 def _abstract_model(model_cfg: ml_collections.ConfigDict, dtype: Any) -> nnx.Module:
@@ -78,6 +73,8 @@ def main(argv: Sequence[str]) -> None:
     del argv
     config = _CONFIG.value
     if config is None:
+        from absl import app
+
         raise app.UsageError("--config is required")
     result = summarize(config, _BATCH.value)
     m = config.model
@@ -89,4 +86,11 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Flags only when run as a program, so importing the module (the ablation study does)
+    # defines none.
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file")
+    _BATCH = flags.DEFINE_integer("batch", 1, "batch size of the analysed forward pass")
     app.run(main)
