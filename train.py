@@ -33,8 +33,10 @@ def main(argv: list[str]) -> int:
         logging.set_verbosity(logging.WARNING)
     from dgr_jax import compile_cache, multihost
 
-    compile_cache.enable()  # ~/.cache/dgr_jax/xla; DGR_JAX_NO_COMPILATION_CACHE=1 switches it off
     multihost.initialize(_COORD.value, _NPROC.value, _PID.value, auto=_AUTO.value)
+    # ~/.cache/dgr_jax/xla; DGR_JAX_NO_COMPILATION_CACHE=1 switches it off; multi-process runs
+    # use it only where JAX_COMPILATION_CACHE_DIR names a directory every host shares.
+    compile_cache.enable()
     from dgr_jax.data.builders.base import DatasetError
     from dgr_jax.trainer import TrainingError, train_and_evaluate
 

@@ -24,8 +24,18 @@ Where:
 Entries of programs that compile in under `MIN_COMPILE_SECONDS` are not written (reading a file
 costs about as much); the directory is kept under `MAX_BYTES` by JAX's least-recently-used
 eviction. JAX's own variables for both (`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`,
-`JAX_COMPILATION_CACHE_MAX_SIZE`) win when set. In multi-process runs every process reads the
-cache and process 0 writes it (JAX's rule), so on a pod each host keeps its own local cache.
+`JAX_COMPILATION_CACHE_MAX_SIZE`) win when set.
+
+Multi-process runs (one process per host) get the cache only when `JAX_COMPILATION_CACHE_DIR`
+names it explicitly. JAX writes entries from process 0 only, so with a per-host default
+directory the other hosts never find theirs: process 0 loads its programs in a second while
+the others compile for minutes, and the first collective waits on them. On CPU clusters
+(gloo) that wait is limited to 30 s, after which the run aborts ("Gloo context initialization
+failed: DEADLINE_EXCEEDED"): measured here with two processes on loopback, one with a warm
+cache and one compiling under load. Point `JAX_COMPILATION_CACHE_DIR` at a directory every
+host reads (a bucket, as JAX's documentation does for pods) to use it there; on CPU clusters
+the processes' cache keys differ (measured: the second process never hits the first's
+entries), so leave it off there.
 """
 
 from __future__ import annotations
@@ -59,14 +69,16 @@ def enable() -> str | None:
     """Turn the persistent cache on (call before the first compilation); its directory or None.
 
     Idempotent. With `DGR_JAX_NO_COMPILATION_CACHE=1` it turns the cache off instead, even
-    when `JAX_COMPILATION_CACHE_DIR` is set, and returns None.
+    when `JAX_COMPILATION_CACHE_DIR` is set, and returns None; likewise in a multi-process run
+    without an explicit `JAX_COMPILATION_CACHE_DIR` (see the module docstring). Multi-process
+    callers must call it after `jax.distributed.initialize` (`dgr_jax.multihost.initialize`).
     """
     import jax
 
-    if disabled():
+    path = jax.config.jax_compilation_cache_dir  # JAX_COMPILATION_CACHE_DIR, if set
+    if disabled() or (not path and jax.process_count() > 1):
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    path = jax.config.jax_compilation_cache_dir  # JAX_COMPILATION_CACHE_DIR, if set
     if not path:
         path = default_dir()
         try:

@@ -54,6 +54,27 @@ def test_the_test_session_uses_the_guarded_cache():
     assert getattr(cc.get_file_cache, "_dgr_jax_guarded", False)
 
 
+def test_multi_process_runs_use_only_an_explicit_directory(monkeypatch):
+    """Only process 0 writes entries, so with per-host caches the other processes compile while
+    process 0 loads, and the first collective times out (gloo: 30 s): off unless explicit."""
+    import jax
+
+    saved = (jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)
+    monkeypatch.delenv(compile_cache.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert compile_cache.enable() is None
+        assert not jax.config.jax_enable_compilation_cache
+        jax.config.update("jax_enable_compilation_cache", True)
+        jax.config.update("jax_compilation_cache_dir", "/shared/xla")
+        assert compile_cache.enable() == "/shared/xla"
+        assert jax.config.jax_enable_compilation_cache
+    finally:
+        jax.config.update("jax_compilation_cache_dir", saved[0])
+        jax.config.update("jax_enable_compilation_cache", saved[1])
+
+
 def _run(out: pathlib.Path, env: dict) -> tuple[dict, str]:
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(out)],

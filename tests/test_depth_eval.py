@@ -272,19 +272,26 @@ def test_two_processes_match_one(tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    # No persistent compilation cache across processes (dgr_jax/compile_cache.py: only process 0
+    # writes it, so a warm process 0 would reach the first collective long before process 1).
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     worker = os.path.join(os.path.dirname(__file__), "multiprocess_eval_worker.py")
     outs = [str(tmp_path / f"p{i}") for i in range(2)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, worker, str(port), str(i), outs[i]],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    logs = [p.communicate(timeout=240)[0] for p in procs]
+    log_paths = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = []
+    for i in range(2):  # output to files: a full pipe would stall both at a collective
+        with open(log_paths[i], "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, worker, str(port), str(i), outs[i]],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    for p in procs:
+        p.wait(timeout=240)
+    logs = [path.read_text() for path in log_paths]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     results = [
         json.loads(line[len("RESULT ") :])

@@ -166,10 +166,12 @@ def _train_cmd(workdir, *extra):
     ]
 
 
-def _env(devices=8):
+def _env(devices=8, *, processes=1):
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["PYTHONPATH"] = ROOT
+    if processes > 1:  # as train.py does by default: no per-host cache across processes
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return env
 
 
@@ -218,24 +220,28 @@ def test_two_processes_on_loopback_match_one_process(tmp_path):
     )
     two = tmp_path / "two"
     port = _free_port()
-    procs = [
-        subprocess.Popen(
-            [
+    # Output to files, not pipes: waiting on one process while the other blocks on a full pipe
+    # would stall both at their next collective.
+    logs = [tmp_path / f"process{pid}.log" for pid in range(2)]
+    procs = []
+    for pid in range(2):
+        with open(logs[pid], "w") as log:
+            cmd = [
                 *_train_cmd(two, data),
                 "--config.total_steps=4",
                 f"--coordinator_address=localhost:{port}",
                 "--num_processes=2",
                 f"--process_id={pid}",
-            ],
-            env=_env(4),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for pid in range(2)
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
+            ]
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=_env(4, processes=2), stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+    for p in procs:
+        p.wait(timeout=600)
+    tails = "".join(f"--- process {i}\n{log.read_text()[-3000:]}" for i, log in enumerate(logs))
+    assert all(p.returncode == 0 for p in procs), tails
     a, b = _losses(one), _losses(two)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=2e-5)
