@@ -83,11 +83,11 @@ def test_gs_workdir_and_data_dir_train_kill_resume_eval_predict(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert storage.exists(f"{data_dir}/synthetic_depth")  # built locally, uploaded
 
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # killed below: its output is not needed (and no pipe fills)
             _train_cmd(workdir, data_dir),
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
