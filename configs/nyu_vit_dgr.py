@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.head.max_depth = protocol.NYU_MAX_DEPTH
     c.loss.min_depth = protocol.NYU_MIN_DEPTH_LOSS
     c.loss.otdl.grid_size = (protocol.NYU_HEIGHT // 8, protocol.NYU_WIDTH // 8)
-    c.loss.terms.otdl = 500.0  # lambda_ot: see configs/base.py (measured at 60x80 too)
+    c.loss.terms.otdl = protocol.OTDL_WEIGHT  # one weight for every config (dgr_jax/protocol.py)
     c.optim.lr = protocol.PIXELFORMER_LR
     c.evals.test = base.depth_eval(dataset, crop="eigen", max_depth=protocol.NYU_MAX_DEPTH)
     if arg == "smoke":

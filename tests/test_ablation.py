@@ -25,6 +25,10 @@ SPECS = [
     "configs/ablation_nyu_newcrfs.py:smoke",
     "configs/ablation_kitti_newcrfs.py",
     "configs/ablation_kitti_newcrfs.py:smoke",
+    "configs/ablation_nyu_pixelformer.py",
+    "configs/ablation_nyu_pixelformer.py:smoke",
+    "configs/ablation_kitti_pixelformer.py",
+    "configs/ablation_kitti_pixelformer.py:smoke",
 ]
 ALL_METRICS = (*METRIC_NAMES, *edge_metric_names())
 
@@ -64,10 +68,13 @@ def test_study_configs_resolve_into_runs_that_differ_only_as_their_arms_say(spec
         assert len(config.exploratory_arms) == 7
 
 
-def test_the_newcrfs_dgr_configs_weigh_otdl_like_the_synthetic_ones():
+def test_every_dgr_config_weighs_otdl_like_the_synthetic_ones():
     weight = _load("configs/synthetic_vit_dgr.py").loss.terms.otdl
-    for spec in ("configs/nyu_newcrfs_dgr.py", "configs/kitti_newcrfs_dgr.py"):
-        assert _load(spec).loss.terms.otdl == weight == 500.0
+    specs = [
+        f"configs/{d}_{h}_dgr.py" for d in ("nyu", "kitti") for h in ("newcrfs", "pixelformer")
+    ]
+    for spec in (*specs, "configs/nyu_vit_dgr.py", "configs/kitti_vit_dgr.py"):
+        assert _load(spec).loss.terms.otdl == weight == 500.0, spec
 
 
 def test_weights_and_user_overrides_reach_the_right_runs(tmp_path):
@@ -331,3 +338,23 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
         config.base_overrides = (*config.base_overrides, "optim.lr=0.123")
     with pytest.raises(ValueError, match=r"optim\.lr"):
         ablation.run_study(config, str(workdir))
+
+
+@pytest.mark.parametrize("host", ["newcrfs", "pixelformer"])
+@pytest.mark.parametrize("dataset", ["nyu", "kitti"])
+def test_the_cnn_arm_of_each_host_study_builds(host, dataset, tmp_path):
+    """The CNN reference is a ResNet under the host's decoder: it must trace at the recipe's size
+    (abstractly: nothing is compiled)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from dgr_jax.models import build_model
+
+    config = _load(f"configs/ablation_{dataset}_{host}.py")
+    run = next(r for r in ablation.resolve_runs(config, str(tmp_path)) if r.arm == "cnn")
+    model = nnx.eval_shape(lambda: build_model(run.config.model, rngs=nnx.Rngs(0)))
+    h, w = run.config.input.size
+    image = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+    depth, _ = nnx.eval_shape(lambda m, x: m(x, train=False), model, image)
+    assert depth.shape == (1, h, w, 1)

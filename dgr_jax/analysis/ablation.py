@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -50,7 +51,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dgr_jax import compile_cache, evaluate, jsonio, sharding
+from dgr_jax import compile_cache, evaluate, jsonio, sharding, storage
 from dgr_jax.analysis import ablation_cost, ablation_outputs, ablation_stats
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.data import datasets
@@ -97,7 +98,7 @@ def arm_names(config: ml_collections.ConfigDict) -> list[str]:
 
 def resolve_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
     """Every (arm, seed) run of the study with its resolved config and folder."""
-    data_dir = config.data_dir or os.path.join(workdir, "data")
+    data_dir = config.data_dir or storage.join(workdir, "data")
     runs = []
     for name in arm_names(config):
         seeds = config.seeds if name in config.main_arms else (config.exploratory_seed,)
@@ -118,7 +119,7 @@ def resolve_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
                 )
             except KeyError as e:
                 raise ValueError(f"arm {name!r}: bad override: {e}") from None
-            folder = os.path.join(workdir, "arms", name, f"seed{int(seed)}")
+            folder = storage.join(workdir, "arms", name, f"seed{int(seed)}")
             runs.append(Run(name, int(seed), resolved, folder, own))
     return runs
 
@@ -161,7 +162,7 @@ def check_runs(runs: list[Run], config: ml_collections.ConfigDict) -> dict:
 
 
 def _eval_dir(run: Run, eval_name: str) -> str:
-    return os.path.join(run.workdir, "eval", eval_name)
+    return storage.join(run.workdir, "eval", eval_name)
 
 
 def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, int], float]:
@@ -171,11 +172,10 @@ def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, 
         _log(f"[{i + 1}/{len(runs)}] arm {run.arm} seed {run.seed}: {run.workdir}")
         t = time.perf_counter()
         arms_lib.ensure_trained(run.config, run.workdir, log=_log)
-        metrics_path = os.path.join(_eval_dir(run, eval_name), "metrics.json")
-        done = os.path.exists(os.path.join(_eval_dir(run, eval_name), "per_image.csv"))
+        metrics_path = storage.join(_eval_dir(run, eval_name), "metrics.json")
+        done = storage.exists(storage.join(_eval_dir(run, eval_name), "per_image.csv"))
         if done:
-            with open(metrics_path) as f:
-                done = jsonio.loads_strict(f.read()).get("step") == run.config.total_steps
+            done = jsonio.read(metrics_path).get("step") == run.config.total_steps
         if not done:  # finished training but not its final evaluation (interrupted there)
             _log("  evaluating the final checkpoint")
             evaluate.evaluate_checkpoint(run.config, run.workdir)
@@ -192,8 +192,7 @@ def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, 
 # ------------------------------------------------------------------------------------------
 def read_per_image(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
     """An evaluator's per_image.csv: (image ids, {metric: (N,) float64, NaN where empty})."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(storage.read_text(path), newline="")))
     if not rows:
         raise ValueError(f"{path} has no images")
     names = [k for k in rows[0] if k not in ("index", "id")]
@@ -210,7 +209,7 @@ def collect_per_image(runs: list[Run], eval_name: str) -> tuple[list[str], dict,
     same test images in the same order."""
     ids, per_run, names = None, {}, None
     for run in runs:
-        path = os.path.join(_eval_dir(run, eval_name), "per_image.csv")
+        path = storage.join(_eval_dir(run, eval_name), "per_image.csv")
         run_ids, values = read_per_image(path)
         if ids is None:
             ids, names = run_ids, list(values)
@@ -235,7 +234,7 @@ def constant_depth_per_image(run: Run, eval_name: str, out_dir: str) -> dict:
 
     evaluator.num_pictures = 0
     means = evaluator.run(jax.jit(predict_fn, out_shardings=sh), out_dir=out_dir)
-    _, values = read_per_image(os.path.join(out_dir, "per_image.csv"))
+    _, values = read_per_image(storage.join(out_dir, "per_image.csv"))
     return {"depth": depth, "means": means, "per_image": values}
 
 
@@ -249,9 +248,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     t_start, cpu_start = time.perf_counter(), time.process_time()
     load_start = os.getloadavg()
     timing: dict[str, float] = {}
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    jsonio.write(os.path.join(workdir, "config.json"), jsonio.config_json(config))
+    workdir = storage.absolute(workdir)  # local or gs://
+    storage.check(workdir, "--workdir")
+    storage.makedirs(workdir)
+    jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
     eval_name = str(config.eval_name)
 
     runs = resolve_runs(config, workdir)
@@ -277,7 +277,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
 
     t = time.perf_counter()
     ids, per_run, metric_names = collect_per_image(runs, eval_name)
-    constant = constant_depth_per_image(runs[0], eval_name, os.path.join(workdir, "constant_depth"))
+    constant = constant_depth_per_image(runs[0], eval_name, storage.join(workdir, "constant_depth"))
     stats = ablation_stats.study_statistics(config, per_run, constant, metric_names)
     timing["statistics_s"] = time.perf_counter() - t
 
@@ -314,8 +314,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
 
 
 def _protocol(run: Run, eval_name: str) -> dict:
-    with open(os.path.join(_eval_dir(run, eval_name), "metrics.json")) as f:
-        return jsonio.loads_strict(f.read())["protocol"]
+    return jsonio.read(storage.join(_eval_dir(run, eval_name), "metrics.json"))["protocol"]
 
 
 def main(argv) -> int:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import matplotlib
@@ -22,9 +21,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dgr_jax import evaluate, sharding, viz
+from dgr_jax import evaluate, jsonio, sharding, storage, viz
 from dgr_jax.analysis import ablation_stats, bootstrap, figures
 from dgr_jax.analysis.sparsity import sobel_magnitude
+from dgr_jax.metric_writer import read_jsonl
 
 _SOBEL_NORM = 8.0  # unit ramp -> 8: slope in m/px (edges.py)
 _COLOURS = matplotlib.colormaps["tab10"].colors
@@ -68,7 +68,7 @@ def plot_metrics(path: str, config, per_run: dict, constant: dict) -> None:
         f"Arm means over seeds {seeds} with 95% intervals (seeds, then images); dots: seeds",
         fontsize=10,
     )
-    fig.savefig(path, format="png", bbox_inches="tight")
+    storage.save_figure(path, fig, bbox_inches="tight")
 
 
 def _grad(depth: np.ndarray) -> np.ndarray:
@@ -129,11 +129,7 @@ def plot_gradients(
 
 
 def _history(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "train_metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(storage.join(workdir, "train_metrics.jsonl"))
 
 
 def plot_curves(path: str, config, runs_all: dict, per_run: dict) -> None:
@@ -148,7 +144,7 @@ def plot_curves(path: str, config, runs_all: dict, per_run: dict) -> None:
         seeds = [s for a, s in per_run if a == arm]
         root = os.path.dirname(runs_all[arm].workdir)
         for j, seed in enumerate(sorted(seeds)):
-            hist = _history(os.path.join(root, f"seed{seed}"))
+            hist = _history(storage.join(root, f"seed{seed}"))
             if not hist:
                 continue
             steps = [h["step"] for h in hist]
@@ -156,7 +152,7 @@ def plot_curves(path: str, config, runs_all: dict, per_run: dict) -> None:
             for ax, key in zip(axes, ("loss_avg", "loss_silog")):
                 ax.plot(
                     steps,
-                    [h.get(key, h.get("loss")) for h in hist],
+                    [jsonio.nan_if_none(h.get(key, h.get("loss"))) for h in hist],
                     color=colour,
                     ls="-" if main else "--",
                     lw=1.0 if main else 0.8,
@@ -170,4 +166,4 @@ def plot_curves(path: str, config, runs_all: dict, per_run: dict) -> None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6, ncol=2)
     fig.suptitle("Training curves: main arms solid (one line per seed), exploratory dashed")
-    fig.savefig(path, format="png", bbox_inches="tight")
+    storage.save_figure(path, fig, bbox_inches="tight")

@@ -10,6 +10,7 @@ seed-averaged value minus the baseline's).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import platform
 
@@ -17,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dgr_jax import jsonio
+from dgr_jax import jsonio, storage
 from dgr_jax.analysis import ablation_figures, ablation_report
 
 ABLATION_COLUMNS = ("arm", "seed", "metric", "value")
@@ -38,30 +39,32 @@ def write_tables(workdir: str, ids, per_run: dict, metric_names, config) -> None
     """ablation.csv (arm, seed, metric, value: the per-run mean over images, undefined images
     left out) and per_image.csv (arm, seed, image, one column per metric)."""
     keys = _runs_in_order(config, per_run)
-    with open(os.path.join(workdir, "ablation.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(ABLATION_COLUMNS)
-        for arm, seed in keys:
-            for m in metric_names:
-                v = np.asarray(per_run[(arm, seed)][m])
-                mean = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
-                writer.writerow([arm, seed, m, _fmt(mean)])
-    with open(os.path.join(workdir, "per_image.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*PER_IMAGE_KEYS, *metric_names])
-        for arm, seed in keys:
-            values = per_run[(arm, seed)]
-            for i, image in enumerate(ids):
-                writer.writerow([arm, seed, image, *(_fmt(values[m][i]) for m in metric_names)])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(ABLATION_COLUMNS)
+    for arm, seed in keys:
+        for m in metric_names:
+            v = np.asarray(per_run[(arm, seed)][m])
+            mean = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
+            writer.writerow([arm, seed, m, _fmt(mean)])
+    storage.write_text(storage.join(workdir, "ablation.csv"), table.getvalue())
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow([*PER_IMAGE_KEYS, *metric_names])
+    for arm, seed in keys:
+        values = per_run[(arm, seed)]
+        for i, image in enumerate(ids):
+            writer.writerow([arm, seed, image, *(_fmt(values[m][i]) for m in metric_names)])
+    storage.write_text(storage.join(workdir, "per_image.csv"), table.getvalue())
 
 
 def write_figures(workdir, config, runs, ids, per_run, constant, eval_name, log=print):
     """ablation.png, gradients.png, curves.png."""
-    ablation_figures.plot_metrics(os.path.join(workdir, "ablation.png"), config, per_run, constant)
+    ablation_figures.plot_metrics(storage.join(workdir, "ablation.png"), config, per_run, constant)
     ablation_figures.plot_gradients(
-        os.path.join(workdir, "gradients.png"), config, runs, eval_name, len(ids), log=log
+        storage.join(workdir, "gradients.png"), config, runs, eval_name, len(ids), log=log
     )
-    ablation_figures.plot_curves(os.path.join(workdir, "curves.png"), config, runs, per_run)
+    ablation_figures.plot_curves(storage.join(workdir, "curves.png"), config, runs, per_run)
 
 
 def _cpu_model() -> str:
@@ -198,6 +201,5 @@ def summary_dict(
 
 def write_summary(workdir: str, summary: dict) -> None:
     """summary.json and summary.md."""
-    jsonio.write(os.path.join(workdir, "summary.json"), summary)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(ablation_report.render_summary(summary))
+    jsonio.write(storage.join(workdir, "summary.json"), summary)
+    storage.write_text(storage.join(workdir, "summary.md"), ablation_report.render_summary(summary))
