@@ -214,4 +214,7 @@ def ablation_config(
     )
     c.eval_name = "test"  # the base config's evaluation whose per_image.csv the study reads
     c.pictures = (0, 1, 2)  # test images of gradients.png
+    # True: compile without XLA:CPU's backend optimisations (faster to compile, slower to run;
+    # dgr_jax/xla_options.py). For smoke studies only: step times then mean little.
+    c.fast_compile = False
     return c

@@ -46,7 +46,7 @@ def host_ablation(
             c.lock()
             return c
     """
-    return ablation_common.ablation_config(
+    c = ablation_common.ablation_config(
         base + (":smoke" if smoke else ""),
         host=host,
         host_label=f"{label} (Swin tiny_test)" if smoke else f"{label} (Swin-L)",
@@ -65,6 +65,8 @@ def host_ablation(
         dgr_placement=PLACEMENT,
         num_resamples=1000 if smoke else 10_000,
     )
+    c.fast_compile = smoke  # tiny models: compiling is most of a smoke study's time
+    return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -89,5 +89,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.cost.timing_repeats = 2
         c.cost.timing_arms = ("vit", "vit+dgr")
         c.pictures = (0,)
+        c.fast_compile = True  # tiny models: compiling is most of the smoke study's time
     c.lock()
     return c

@@ -63,6 +63,8 @@ def test_study_configs_resolve_into_runs_that_differ_only_as_their_arms_say(spec
         assert {arm, baseline} <= set(config.main_arms) and kind in config.metrics
     for m in (*config.metrics.accuracy, *config.metrics.continuity, *config.metrics.table):
         assert m in ALL_METRICS
+    # Only smoke studies compile for compile speed (their step times mean little).
+    assert config.fast_compile == spec.endswith("smoke")
     if not spec.endswith("smoke"):
         # stencils, learnable, placement, mass, epsilon, two OTDL weights (+ the reference's)
         assert len(config.exploratory_arms) == 7

@@ -64,3 +64,29 @@ def test_same_results_as_xla_defaults():
     ref = jax.jit(_conv_step)(x, w, m)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_fast_compile_adds_its_option_on_the_cpu_only_and_only_inside():
+    assert "xla_backend_optimization_level" not in xla_options.options("cpu")
+    with xla_options.fast_compile():
+        assert xla_options.options("cpu") == {
+            **xla_options.CPU_OPTIONS,
+            **xla_options.FAST_COMPILE_OPTIONS,
+        }
+        assert xla_options.options("gpu") == {}
+        with xla_options.fast_compile(False):  # nested: the inner setting wins, then returns
+            assert xla_options.options("cpu") == xla_options.CPU_OPTIONS
+        assert "xla_backend_optimization_level" in xla_options.options("cpu")
+    assert xla_options.options("cpu") == xla_options.CPU_OPTIONS
+
+
+def test_fast_compile_gives_the_same_results():
+    keys = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(keys[0], (2, 12, 10, 8))
+    w = jax.random.normal(keys[1], (3, 3, 8, 16))
+    m = jax.random.normal(keys[2], (32, 32))
+    with xla_options.fast_compile():
+        fast = xla_options.jit(_conv_step)(x, w, m)
+    ref = xla_options.jit(_conv_step)(x, w, m)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

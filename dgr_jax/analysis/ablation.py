@@ -51,7 +51,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dgr_jax import compile_cache, evaluate, jsonio, sharding, storage
+from dgr_jax import compile_cache, evaluate, jsonio, sharding, storage, xla_options
 from dgr_jax.analysis import ablation_cost, ablation_outputs, ablation_stats
 from dgr_jax.analysis import arms as arms_lib
 from dgr_jax.data import datasets
@@ -242,7 +242,16 @@ def constant_depth_per_image(run: Run, eval_name: str, out_dir: str) -> dict:
 # The study.
 # ------------------------------------------------------------------------------------------
 def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
-    """Run the whole study (module docstring) and write its outputs; returns summary.json."""
+    """Run the whole study (module docstring) and write its outputs; returns summary.json.
+
+    `config.fast_compile` (smoke studies): every program compiled without XLA:CPU's backend
+    optimisations (`xla_options.fast_compile`), since tiny models spend their time compiling.
+    """
+    with xla_options.fast_compile(bool(config.get("fast_compile", False))):
+        return _run_study(config, workdir, command)
+
+
+def _run_study(config: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     if jax.process_count() > 1:
         raise RuntimeError("the ablation study runs in one process (any number of devices)")
     t_start, cpu_start = time.perf_counter(), time.process_time()
