@@ -12,15 +12,15 @@ carries both sides as `jax_ms` and `jax_xla_default_ms`): the ViT-S DPT train st
 convolution over 4x256x256 from 403 ms to 148 ms (PyTorch/oneDNN: 67 ms).
 
 GPU and TPU compilers ignore `xla_cpu_*` options, so `options()` is empty there and
-`jit(fn, ...)` is plain `jax.jit`.
-
-`with fast_compile():` turns XLA:CPU's backend (LLVM) optimisations off for the programs jitted
-inside it: for smoke runs and tests, whose tiny models run a handful of steps and spend their
-time compiling. Measured on 2 cores under load: the smoke ViT + DGR + OTDL train step compiles
-in 14.9 s instead of 24.6 s, its prediction in 2.2 s instead of 4.6 s. The executables run
-slower, so real runs never use it (the ablation study's `:smoke` config does). Every jitted function that runs a model (the train step,
+`jit(fn, ...)` is plain `jax.jit`. Every jitted function that runs a model (the train step,
 prediction, the sparse-pixel study's mask step, soft masks and masked predictions) is built with
 `jit` from here.
+
+`with fast_compile():` turns XLA:CPU's backend (LLVM) optimisations off for the programs jitted
+inside it: for smoke runs, whose tiny models run a handful of steps and spend their time
+compiling. Measured on 2 cores under load: the smoke ViT + DGR + OTDL train step compiles in
+14.9 s instead of 24.6 s, its prediction in 2.2 s instead of 4.6 s. The executables run slower,
+so real runs never use it (the ablation study's `:smoke` configs do).
 """
 
 from __future__ import annotations
