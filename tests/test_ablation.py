@@ -307,6 +307,10 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     assert dgr["params_pct"] > 0 and isinstance(dgr["params_within_budget"], bool)
     assert data["cost"]["arms"]["vit"]["step_time_ratio"] == 1.0
     assert all("step_ms" in data["cost"]["arms"][a] for a in config.cost.timing_arms)
+    for a in config.cost.timing_arms:  # each ratio is to the reference's time of its series
+        c = data["cost"]["arms"][a]
+        if a != config.cost.reference:
+            np.testing.assert_allclose(c["step_ms"] / c["reference_step_ms"], c["step_time_ratio"])
     assert all("forward_gflops" in data["cost"]["arms"][a] for a in config.main_arms)
 
     with open(workdir / "per_image.csv", newline="") as f:

@@ -9,7 +9,9 @@
   the arm's trained checkpoint of its first seed on the first batch of the training data. Each
   arm of `cost.timing_arms` is timed in this one process interleaved with the reference arm,
   after a warm-up step each (`dgr_jax.timing`; pairwise, so only two trained states are in
-  memory at a time), and reported as the ratio to the reference's times of the same series.
+  memory at a time), and reported as the ratio to the reference's median in the same series
+  (`reference_step_ms`), which takes out the machine's drift between series; the reference's
+  own `step_ms` is its median over all series.
   The loss is each arm's own (OTDL's Sinkhorn iterations are part of its cost).
 - dgr: the DGR arm's parameter and FLOP overhead over the reference arm against the budgets of
   method.md section 3 (<= 2% parameters, <= 3% FLOPs), reported apart from the claims.
@@ -144,6 +146,7 @@ def measure_cost(config: ml_collections.ConfigDict, runs: dict, log=print) -> di
             arms[a]["step_ms"] = 1e3 * statistics.median(times[a])
             arms[a]["step_ms_runs"] = [1e3 * x for x in times[a]]
             arms[a]["step_time_ratio"] = arms[a]["step_ms"] / ref_ms
+            arms[a]["reference_step_ms"] = ref_ms  # the ratio's denominator: this series only
             ref_all += times[reference]
         arms[reference]["step_ms"] = 1e3 * statistics.median(ref_all)
         arms[reference]["step_ms_runs"] = [1e3 * x for x in ref_all]

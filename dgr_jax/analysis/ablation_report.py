@@ -147,12 +147,15 @@ def render_summary(r: dict) -> str:
                 _num(c["forward_gflops"], 3),
                 _num(c.get("params_ratio"), 4),
                 _num(c.get("forward_flops_ratio"), 4),
-                _num(c.get("step_ms"), 0) if "step_ms" in c else "-",
+                _step_ms(c),
                 _num(c.get("step_time_ratio"), 3) if "step_ms" in c else "-",
             ]
         )
     header = ["arm", "params", "forward GFLOPs (batch 1)", "params ratio", "FLOPs ratio"]
-    header += [f"train step ms (batch {cost['batch_size']})", "step time ratio"]
+    step_ms = f"train step ms (batch {cost['batch_size']})"
+    if any("reference_step_ms" in c for c in cost["arms"].values()):
+        step_ms += f" / `{cost['reference']}`'s in the same series"
+    header += [step_ms, "step time ratio"]
     out += _table(header, rows)
     d = cost.get("dgr") or {}
     if d:
@@ -163,8 +166,12 @@ def render_summary(r: dict) -> str:
             f"{d['params_budget_pct']:g}%), forward FLOPs {_num(d['forward_flops_pct'], 2, True)}% "
             f"({ok[d['flops_within_budget']]} of {d['flops_budget_pct']:g}%), train-step time "
             f"{_num(d['step_time_pct'], 1, True)}%. Step times: medians of "
-            f"{cost['timing_repeats']} steps per arm, arms interleaved in one process after a "
-            "warm-up step, on the first training batch from each arm's trained first seed.",
+            f"{cost['timing_repeats']} steps per arm, on the first training batch from each "
+            "arm's trained first seed, after a warm-up step; each arm is timed in its own "
+            f"series interleaved with `{cost['reference']}` in one process, and its ratio is "
+            f"to `{cost['reference']}`'s median in that series (after the slash), which takes "
+            "out the machine's drift between series; "
+            f"`{cost['reference']}`'s own row is its median over all series.",
             "",
         ]
 
@@ -230,3 +237,12 @@ def render_summary(r: dict) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _step_ms(c: dict) -> str:
+    """An arm's median step time, and the reference's of the same series when recorded."""
+    if "step_ms" not in c:
+        return "-"
+    if "reference_step_ms" in c:
+        return f"{_num(c['step_ms'], 0)} / {_num(c['reference_step_ms'], 0)}"
+    return _num(c["step_ms"], 0)
