@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
-from dgr_jax import storage, xla_options
+from dgr_jax import paths, storage, xla_options
 from dgr_jax.data import datasets
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
@@ -130,12 +130,11 @@ def evaluate_checkpoint(
     `config.data_dir` and `config.init_from` may be gs:// URLs; they are checked first.
     """
     from dgr_jax import sharding
-    from dgr_jax.trainer import check_paths
 
     workdir = storage.absolute(workdir)
-    check_paths(config, workdir)
+    paths.check_paths(config, workdir)
     model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
-    data_dir = config.data_dir or storage.join(workdir, "data")
+    data_dir = paths.data_dir_of(config, workdir)
     evaluators = make_evaluators(config, data_dir, mesh)
     predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))
     return run_all(evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval"))

@@ -26,6 +26,7 @@ from dgr_jax import (
     jsonio,
     multihost,
     optim,
+    paths,
     sharding,
     steps,
     storage,
@@ -44,24 +45,6 @@ class TrainingError(RuntimeError):
 def _log(msg: str) -> None:
     if jax.process_index() == 0:
         print(msg, flush=True)
-
-
-def data_dir_of(config: ml_collections.ConfigDict, workdir: str) -> str:
-    return config.data_dir or storage.join(workdir, "data")
-
-
-def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Every location the run will use, checked before anything is built or compiled.
-
-    gs:// paths need credentials and an existing bucket (`storage.check`); the error names the
-    path and says what is wrong.
-    """
-    storage.check(workdir, "--workdir")
-    for key in ("data_dir", "init_from"):
-        if config.get(key):
-            storage.check(config[key], f"config.{key}")
-    if config.input.get("manual_dir"):
-        storage.check(config.input.manual_dir, "config.input.manual_dir")
 
 
 class _Prefetcher:
@@ -130,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     workdir = storage.absolute(workdir)
     try:
-        check_paths(config, workdir)
+        paths.check_paths(config, workdir)
     except storage.StorageError as e:
         raise TrainingError(str(e)) from None
     storage.makedirs(workdir)
@@ -150,7 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     repl = sharding.replicated(mesh)
 
     # ---- Data --------------------------------------------------------------------------------
-    data_dir = data_dir_of(config, workdir)
+    data_dir = paths.data_dir_of(config, workdir)
     build_args = dict(config.input.build)
     if is_main:  # one process builds; the others wait at the barrier below
         datasets.ensure_built(
