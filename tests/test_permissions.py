@@ -13,12 +13,13 @@ import fcntl
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 
 import pytest
 
-from dgr_jax import storage
+from dgr_jax import compile_cache, storage
 
 WORKER = pathlib.Path(__file__).with_name("permissions_worker.py")
 UMASKS = [0o022, 0o077]
@@ -94,3 +95,15 @@ def test_atomic_write_matches_open_and_replaces_a_private_file(tmp_path):
     assert target.read_text() == "new"
     assert oct(os.stat(target).st_mode) == oct(ordinary)
     assert os.listdir(target.parent) == ["atomic.json"]
+
+
+def test_default_compile_cache_folder_is_private_and_an_existing_one_is_kept(tmp_path, monkeypatch):
+    """The per-user cache holds executables JAX runs: only its owner may write (or read) it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = compile_cache.default_dir()
+    assert path.startswith(str(tmp_path))
+    compile_cache.make_private_dir(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    os.chmod(path, 0o750)  # the user's own choice
+    compile_cache.make_private_dir(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o750
