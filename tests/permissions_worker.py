@@ -134,6 +134,13 @@ def write_compile_cache(out: str) -> None:
     jax.jit(lambda x: jnp.cumsum(x * 3.25) - 1.5)(jnp.arange(7.0)).block_until_ready()
 
 
+def write_dataset(out: str) -> None:
+    from dgr_jax.data import datasets
+
+    tiny = {"num_train": 2, "num_test": 1, "height": 8, "width": 8}
+    datasets.ensure_built("synthetic_depth/indoor", out, build_args=tiny)  # TFDS's writers
+
+
 WRITERS = {
     "json": write_json,
     "pictures": write_pictures,
@@ -142,6 +149,7 @@ WRITERS = {
     "converted_and_predictions": write_converted_and_predictions,
     "checkpoints": write_checkpoints,
     "compile_cache": write_compile_cache,
+    "dataset": write_dataset,
 }
 
 

@@ -39,6 +39,7 @@ EXPECTED = {
     },
     "checkpoints": {"checkpoints/1/commit_success.txt", "checkpoints/1/state/_METADATA"},
     "compile_cache": set(),  # entry names are hashes: at least one "-cache" file, checked below
+    "dataset": {"synthetic_depth/indoor_8x8_n2_t1_s0/1.0.0/dataset_info.json"},
 }
 
 
