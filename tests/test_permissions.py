@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def _modes_under(umask: int, tmp_path_factory, worker_id: str) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not result.exists():
             out = result.parent
-            out.mkdir(exist_ok=True)
+            shutil.rmtree(out, ignore_errors=True)  # what a failed earlier try left
+            out.mkdir()
             run = subprocess.run(
                 [sys.executable, str(WORKER), f"{umask:03o}", str(out)],
                 capture_output=True,
