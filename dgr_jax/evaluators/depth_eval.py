@@ -105,9 +105,10 @@ def final_prediction(
 ) -> jax.Array:
     """Raw model outputs -> the prediction the metrics see, (B, H_gt, W_gt).
 
-    The top-left `crop_to` (the frame of a zero-padded input), flip TTA, bilinear resize to the ground-truth size (or to the 352x1216 KB window when
-    `paste_kb`), clamp to [min_depth, max_depth] (NaN -> min, inf -> max), then for `paste_kb`
-    paste into zeros of the full frame (BTS clamps before pasting, so the outside stays 0).
+    The top-left `crop_to` (the frame of a zero-padded input), flip TTA, bilinear resize to
+    the ground-truth size (or to the 352x1216 KB window when `paste_kb`), clamp to
+    [min_depth, max_depth] (NaN -> min, inf -> max), then for `paste_kb` paste into zeros of
+    the full frame (BTS clamps before pasting, so the outside stays 0).
     """
     pred = as_bhw(pred).astype(jnp.float32)
     if crop_to is not None:
