@@ -93,7 +93,7 @@ def fitted_size(frame: Sequence[int], multiple: int, fit: str) -> tuple[int, int
     if fit == "pad":
         return math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
     if fit == "resize":
-        return tuple(max(multiple, round(s / multiple) * multiple) for s in (h, w))
+        return tuple(max(multiple, math.floor(s / multiple + 0.5) * multiple) for s in (h, w))
     raise ValueError(
         f"the {h}x{w} evaluation frame is not a multiple of {multiple}, which the model needs; "
         "set fit='resize' or 'pad', or input_size to a multiple"
