@@ -211,3 +211,13 @@ def test_kitti_recipe_with_converted_checkpoint_sees_the_kb_frame_unresized(tmp_
         rmse.append(np.sqrt(np.mean((g - p) ** 2)))
     assert flat["test/abs_rel"] == pytest.approx(np.mean(abs_rel), rel=1e-5)
     assert flat["test/rmse"] == pytest.approx(np.mean(rmse), rel=1e-5)
+
+
+def test_input_size_none_from_the_command_line_means_the_frame():
+    assert frame.configured_size((None,)) is None and frame.configured_size(None) is None
+    assert frame.configured_size(()) is None
+    assert frame.configured_size([352, 1216]) == (352, 1216)
+    config = configlib.load("configs/kitti_newcrfs.py:smoke")
+    with config.unlocked():
+        config.evals.test.input_size = (None,)  # what --config.evals.test.input_size=None gives
+    assert evaluate.eval_frame_size(config, "test") == (352, 1216)

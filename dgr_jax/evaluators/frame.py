@@ -33,6 +33,16 @@ FITS = ("resize", "pad", "none")
 SWIN_HOST_MULTIPLE = 32
 
 
+def configured_size(value: Any) -> tuple[int, int] | None:
+    """`config.evals.<name>.input_size` as (H, W), or None for the frame as read. The command
+    line gives `--config.evals.test.input_size=None` as (None,); that means None too."""
+    if value is None or not tuple(value) or any(v is None for v in value):
+        return None
+    if len(value) != 2:
+        raise ValueError(f"input_size must be (H, W) or None, got {tuple(value)}")
+    return int(value[0]), int(value[1])
+
+
 def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     """What the model's input sides must be multiples of (1: any size).
 
