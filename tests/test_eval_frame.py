@@ -221,3 +221,12 @@ def test_input_size_none_from_the_command_line_means_the_frame():
     with config.unlocked():
         config.evals.test.input_size = (None,)  # what --config.evals.test.input_size=None gives
     assert evaluate.eval_frame_size(config, "test") == (352, 1216)
+
+
+def test_the_protocol_words_say_how_the_frame_reached_the_model():
+    assert frame.describe((352, 1216), (352, 1216), "resize", explicit=False) == (
+        "the 352x1216 frame as read, unchanged"
+    )
+    explicit = frame.describe((352, 1120), (352, 1120), "resize", explicit=True)
+    assert explicit.startswith("frames resized (bilinear) to the configured input_size 352x1120")
+    assert "zero-padded to 64x64" in frame.describe((40, 56), (64, 64), "pad", explicit=True)

@@ -114,8 +114,12 @@ def describe(frame: Sequence[int], model_size: Sequence[int], fit: str, *, expli
     """metrics.json's `input` entry: how the frame reaches the model, in words."""
     fh, fw = frame
     mh, mw = model_size
-    if explicit and (fh, fw) != (mh, mw):
-        return f"frame resized (bilinear) to the configured input_size {mh}x{mw}, prediction back"
+    if explicit:
+        words = f"frames resized (bilinear) to the configured input_size {fh}x{fw}"
+        if (fh, fw) != (mh, mw):
+            how = "zero-padded" if fit == "pad" else "resized (bilinear)"
+            words += f", then {how} to {mh}x{mw}"
+        return words + ", prediction back to the ground truth"
     if (fh, fw) == (mh, mw):
         return f"the {fh}x{fw} frame as read, unchanged"
     if fit == "pad":
