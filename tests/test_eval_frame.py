@@ -230,3 +230,14 @@ def test_the_protocol_words_say_how_the_frame_reached_the_model():
     explicit = frame.describe((352, 1120), (352, 1120), "resize", explicit=True)
     assert explicit.startswith("frames resized (bilinear) to the configured input_size 352x1120")
     assert "zero-padded to 64x64" in frame.describe((40, 56), (64, 64), "pad", explicit=True)
+
+
+def test_predict_feeds_images_as_read_fitted_to_the_model():
+    from dgr_jax.predict import model_input_size
+
+    swin = configlib.load("configs/kitti_newcrfs.py").model
+    assert model_input_size((352, 1216), swin) == (352, 1216)  # not the 352x1120 training crop
+    assert model_input_size((375, 1242), swin) == (384, 1248)  # nearest multiples of 32
+    assert model_input_size((375, 1242), swin, (352, 1216)) == (352, 1216)
+    resnet = configlib.load("configs/nyu_cnn.py").model
+    assert model_input_size((375, 1242), resnet) == (375, 1242)
