@@ -247,6 +247,8 @@ def run_depth_anything(args, host: Host) -> dict:
         sd, encoder=args.encoder, max_depth=args.max_depth if args.metric else None
     )
     del sd
+    if args.pos_embed_offset is not None:  # a control: transformers' resize is 0
+        weights.model_cfg["encoder"]["pos_embed_offset"] = args.pos_embed_offset
     ours = nnx.eval_shape(lambda: build_model(weights.model_cfg, rngs=nnx.Rngs(0)))
     assign_pure_dict(ours, weights.tree)  # strict: every variable, every shape
     t0 = time.perf_counter()
@@ -260,6 +262,7 @@ def run_depth_anything(args, host: Host) -> dict:
         "host": args.host,
         "encoder": args.encoder,
         "head": "metric" if args.metric else "relative",
+        "pos_embed_offset": weights.model_cfg["encoder"]["pos_embed_offset"],
         "size": [h, w],
         "batch": args.batch,
         "max_depth": scale,
@@ -291,6 +294,12 @@ def main(argv=None) -> None:
     parser.add_argument("--extra-path", action="append", default=[])
     parser.add_argument("--encoder", default="vits", help="depth_anything_v2: vits|vitb|vitl")
     parser.add_argument("--metric", action="store_true", help="depth_anything_v2: metric head")
+    parser.add_argument(
+        "--pos-embed-offset",
+        type=float,
+        default=None,
+        help="depth_anything_v2 control: override the converted 0.1 (0 = transformers' resize)",
+    )
     args = parser.parse_args(argv)
     host = HOSTS[args.host]
 

@@ -154,3 +154,20 @@ def test_patch14_evaluation_frame_resize_and_align_corners():
         torch.from_numpy(pred[..., 0])[None], (30, 44), mode="bilinear", align_corners=True
     )
     np.testing.assert_allclose(np.asarray(out), ref[0].numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("arg", ["smoke", "vits"])
+def test_ablation_study_resolves_and_its_cnn_arm_builds(arg, tmp_path):
+    from dgr_jax.analysis import ablation
+
+    config = _config("ablation_nyu_depth_anything_v2", arg)
+    runs = ablation.resolve_runs(config, str(tmp_path))
+    ablation.check_runs(runs, config)  # raises on a difference no override names
+    by = {(r.arm, r.seed): r.config for r in runs}
+    s0 = config.seeds[0]
+    assert not by[("da2", s0)].model.dgr.enabled and by[("da2+dgr+otdl", s0)].model.dgr.enabled
+    cnn = by[("cnn", s0)]
+    model = nnx.eval_shape(lambda: build_model(cnn.model, rngs=nnx.Rngs(0)))
+    image = jax.ShapeDtypeStruct((1, *cnn.input.size, 3), jnp.float32)
+    depth, _ = nnx.eval_shape(lambda m, x: m(x, train=False), model, image)
+    assert depth.shape == (1, *cnn.input.size, 1)
