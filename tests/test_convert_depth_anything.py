@@ -134,3 +134,80 @@ def test_cli_relative_and_metric_files_and_refusals(tmp_path, capsys):
         convert_main(["--depth-anything-ckpt", good, "--out", out])
     assert exit_info.value.code == 2 and "needs --encoder" in capsys.readouterr().err
     assert not os.path.exists(out)  # nothing written
+
+
+_HF_TO_OFFICIAL = [
+    (r"^backbone\.embeddings\.patch_embeddings\.projection\.", "pretrained.patch_embed.proj."),
+    (r"^backbone\.embeddings\.position_embeddings$", "pretrained.pos_embed"),
+    (r"^backbone\.embeddings\.", "pretrained."),
+    (r"^backbone\.encoder\.layer\.(\d+)\.", r"pretrained.blocks.\1."),
+    (r"^backbone\.layernorm\.", "pretrained.norm."),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.layer_scale([12])\.lambda1$", r".ls\1.gamma"),
+    (r"^neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"depth_head.projects.\1."),
+    (r"^neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"depth_head.resize_layers.\1."),
+    (r"^neck\.convs\.(\d)\.", lambda m: f"depth_head.scratch.layer{int(m[1]) + 1}_rn."),
+    (
+        r"^neck\.fusion_stage\.layers\.(\d)\.residual_layer([12])\.convolution([12])\.",
+        lambda m: f"depth_head.scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.conv{m[3]}.",
+    ),
+    (
+        r"^neck\.fusion_stage\.layers\.(\d)\.projection\.",
+        lambda m: f"depth_head.scratch.refinenet{4 - int(m[1])}.out_conv.",
+    ),
+    (r"^head\.conv1\.", "depth_head.scratch.output_conv1."),
+    (r"^head\.conv2\.", "depth_head.scratch.output_conv2.0."),
+    (r"^head\.conv3\.", "depth_head.scratch.output_conv2.2."),
+]
+
+
+def test_official_layout_with_offset_zero_matches_transformers():
+    """The same weights through transformers' DepthAnythingForDepthEstimation and, renamed to
+    the official layout, through this converter with transformers' interpolation (offset 0):
+    the same depth at a size where the position embeddings are resized."""
+    import re
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    backbone = transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=4,
+        image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
+    )  # fmt: skip
+    hf = transformers.DepthAnythingForDepthEstimation(
+        transformers.DepthAnythingConfig(
+            backbone_config=backbone,
+            reassemble_hidden_size=32,
+            neck_hidden_sizes=[8, 16, 32, 32],
+            fusion_hidden_size=16,
+            head_hidden_size=32,
+        )  # fmt: skip
+    ).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in hf.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.1 * torch.randn(t.shape, generator=gen))
+        hf.head.conv3.bias.fill_(0.3)
+    sd, qkv = {}, {}
+    for key, value in hf.state_dict().items():
+        value = value.numpy()
+        m = re.search(r"\.attention\.attention\.(query|key|value)\.(weight|bias)$", key)
+        if m:
+            qkv.setdefault((key[: m.start()], m[2]), {})[m[1]] = value
+            continue
+        for pattern, repl in _HF_TO_OFFICIAL:
+            key = re.sub(pattern, repl, key)
+        sd[key] = value
+    for (prefix, leaf), parts in qkv.items():
+        block = re.sub(r"^backbone\.encoder\.layer\.(\d+)", r"pretrained.blocks.\1", prefix)
+        sd[f"{block}.attn.qkv.{leaf}"] = np.concatenate(
+            [parts[k] for k in ("query", "key", "value")]
+        )
+    weights = conv.convert_depth_anything_checkpoint(sd, encoder="tiny_test")
+    weights.model_cfg["encoder"]["pos_embed_offset"] = 0.0
+    x = np.random.RandomState(2).randn(1, 3, 42, 56).astype(np.float32)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x)).predicted_depth.numpy()
+    ours = np.asarray(_forward(_model(weights), jnp.asarray(x.transpose(0, 2, 3, 1))))
+    assert (ref > 0).mean() > 0.2
+    np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())

@@ -100,6 +100,7 @@ def test_partial_init_loads_the_encoder_and_refuses_a_relative_head(tmp_path):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["nyu_depth_anything_v2", "kitti_depth_anything_v2_dgr"])
 def test_smoke_recipe_first_step_predicts_what_the_converted_model_predicts(tmp_path, recipe):
     """A metric checkpoint (max_depth of the recipe) loaded whole: the trainer's first state
@@ -156,7 +157,7 @@ def test_patch14_evaluation_frame_resize_and_align_corners():
     np.testing.assert_allclose(np.asarray(out), ref[0].numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("arg", ["smoke", "vits"])
+@pytest.mark.parametrize("arg", ["smoke", pytest.param("vits", marks=pytest.mark.slow)])
 def test_ablation_study_resolves_and_its_cnn_arm_builds(arg, tmp_path):
     from dgr_jax.analysis import ablation
 
