@@ -142,7 +142,7 @@ _HF_TO_OFFICIAL = [
     (r"^backbone\.embeddings\.", "pretrained."),
     (r"^backbone\.encoder\.layer\.(\d+)\.", r"pretrained.blocks.\1."),
     (r"^backbone\.layernorm\.", "pretrained.norm."),
-    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.attention\.(output\.dense|o_proj)\.", ".attn.proj."),
     (r"\.layer_scale([12])\.lambda1$", r".ls\1.gamma"),
     (r"^neck\.reassemble_stage\.layers\.(\d)\.projection\.", r"depth_head.projects.\1."),
     (r"^neck\.reassemble_stage\.layers\.(\d)\.resize\.", r"depth_head.resize_layers.\1."),
@@ -191,9 +191,13 @@ def test_official_layout_with_offset_zero_matches_transformers():
     sd, qkv = {}, {}
     for key, value in hf.state_dict().items():
         value = value.numpy()
-        m = re.search(r"\.attention\.attention\.(query|key|value)\.(weight|bias)$", key)
+        # transformers names them attention.attention.{query,key,value} or attention.{q,k,v}_proj.
+        m = re.search(
+            r"\.attention\.(?:attention\.)?(query|key|value|[qkv]_proj)\.(weight|bias)$", key
+        )
         if m:
-            qkv.setdefault((key[: m.start()], m[2]), {})[m[1]] = value
+            part = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}.get(m[1], m[1])
+            qkv.setdefault((key[: m.start()], m[2]), {})[part] = value
             continue
         for pattern, repl in _HF_TO_OFFICIAL:
             key = re.sub(pattern, repl, key)
