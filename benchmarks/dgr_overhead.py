@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import types
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import types
 
 import jax.numpy as jnp
 import ml_collections
