@@ -161,6 +161,7 @@ _HF_TO_OFFICIAL = [
 ]
 
 
+@pytest.mark.slow
 def test_official_layout_with_offset_zero_matches_transformers():
     """The same weights through transformers' DepthAnythingForDepthEstimation and, renamed to
     the official layout, through this converter with transformers' interpolation (offset 0):
