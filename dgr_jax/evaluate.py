@@ -50,8 +50,9 @@ def data_frame(config: ml_collections.ConfigDict, eval_name: str) -> tuple[int, 
     its `input_size` if set, else the test frame as read (after the KB crop), known from the
     protocol constants or the synthetic build arguments (`evaluators/frame.py`)."""
     cfg = config.evals[eval_name]
-    if cfg.get("input_size") is not None:
-        return int(cfg.input_size[0]), int(cfg.input_size[1])
+    configured = frame.configured_size(cfg.get("input_size"))
+    if configured is not None:
+        return configured
     build = config.input.get("build")
     return frame.dataset_frame(
         str(cfg.dataset),

@@ -211,3 +211,33 @@ def test_kitti_recipe_with_converted_checkpoint_sees_the_kb_frame_unresized(tmp_
         rmse.append(np.sqrt(np.mean((g - p) ** 2)))
     assert flat["test/abs_rel"] == pytest.approx(np.mean(abs_rel), rel=1e-5)
     assert flat["test/rmse"] == pytest.approx(np.mean(rmse), rel=1e-5)
+
+
+def test_input_size_none_from_the_command_line_means_the_frame():
+    assert frame.configured_size((None,)) is None and frame.configured_size(None) is None
+    assert frame.configured_size(()) is None
+    assert frame.configured_size([352, 1216]) == (352, 1216)
+    config = configlib.load("configs/kitti_newcrfs.py:smoke")
+    with config.unlocked():
+        config.evals.test.input_size = (None,)  # what --config.evals.test.input_size=None gives
+    assert evaluate.eval_frame_size(config, "test") == (352, 1216)
+
+
+def test_the_protocol_words_say_how_the_frame_reached_the_model():
+    assert frame.describe((352, 1216), (352, 1216), "resize", explicit=False) == (
+        "the 352x1216 frame as read, unchanged"
+    )
+    explicit = frame.describe((352, 1120), (352, 1120), "resize", explicit=True)
+    assert explicit.startswith("frames resized (bilinear) to the configured input_size 352x1120")
+    assert "zero-padded to 64x64" in frame.describe((40, 56), (64, 64), "pad", explicit=True)
+
+
+def test_predict_feeds_images_as_read_fitted_to_the_model():
+    from dgr_jax.predict import model_input_size
+
+    swin = configlib.load("configs/kitti_newcrfs.py").model
+    assert model_input_size((352, 1216), swin) == (352, 1216)  # not the 352x1120 training crop
+    assert model_input_size((375, 1242), swin) == (384, 1248)  # nearest multiples of 32
+    assert model_input_size((375, 1242), swin, (352, 1216)) == (352, 1216)
+    resnet = configlib.load("configs/nyu_cnn.py").model
+    assert model_input_size((375, 1242), resnet) == (375, 1242)

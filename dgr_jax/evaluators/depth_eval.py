@@ -181,7 +181,7 @@ class DepthEvaluator:
     ):
         self.name = name
         self.source = source
-        configured = config.get("input_size")
+        configured = frame.configured_size(config.get("input_size"))
         if input_size is None:
             input_size = configured
         if input_size is None:

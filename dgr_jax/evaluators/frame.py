@@ -33,6 +33,16 @@ FITS = ("resize", "pad", "none")
 SWIN_HOST_MULTIPLE = 32
 
 
+def configured_size(value: Any) -> tuple[int, int] | None:
+    """`config.evals.<name>.input_size` as (H, W), or None for the frame as read. The command
+    line gives `--config.evals.test.input_size=None` as (None,); that means None too."""
+    if value is None or not tuple(value) or any(v is None for v in value):
+        return None
+    if len(value) != 2:
+        raise ValueError(f"input_size must be (H, W) or None, got {tuple(value)}")
+    return int(value[0]), int(value[1])
+
+
 def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     """What the model's input sides must be multiples of (1: any size).
 
@@ -104,8 +114,12 @@ def describe(frame: Sequence[int], model_size: Sequence[int], fit: str, *, expli
     """metrics.json's `input` entry: how the frame reaches the model, in words."""
     fh, fw = frame
     mh, mw = model_size
-    if explicit and (fh, fw) != (mh, mw):
-        return f"frame resized (bilinear) to the configured input_size {mh}x{mw}, prediction back"
+    if explicit:
+        words = f"frames resized (bilinear) to the configured input_size {fh}x{fw}"
+        if (fh, fw) != (mh, mw):
+            how = "zero-padded" if fit == "pad" else "resized (bilinear)"
+            words += f", then {how} to {mh}x{mw}"
+        return words + ", prediction back to the ground truth"
     if (fh, fw) == (mh, mw):
         return f"the {fh}x{fw} frame as read, unchanged"
     if fit == "pad":
