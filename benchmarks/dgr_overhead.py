@@ -44,7 +44,7 @@ from dgr_jax.models import build_model, summary
 # at batch 2 (--quick: 266x266, batch 1).
 DA2_VITS = types.SimpleNamespace(
     get_config=lambda: nyu_depth_anything_v2_dgr.get_config("vits"),
-    __name__="configs.nyu_depth_anything_v2_dgr:vits",
+    __name__="configs.nyu_depth_anything_v2_dgr",  # with the argument vits
 )
 CASES = {
     "vit_s": (synthetic_vit_dgr, (None, None), (None, 1), {"variant": "S"}),
