@@ -195,3 +195,22 @@ def test_smoke_recipe_trains_two_steps_from_a_converted_relative_checkpoint(tmp_
     out = capsys.readouterr().out
     assert "left out by init_from_include" in out and "head/" in out.split("kept the fresh")[1]
     assert (tmp_path / "run" / "eval" / "test" / "report.md").exists()
+
+
+def test_resize_keep_aspect_op_is_bicubic_for_images_and_nearest_for_depth():
+    from dgr_jax.data import augment
+
+    rng = np.random.default_rng(0)
+    ex = {
+        "image": rng.integers(0, 256, (30, 40, 3)).astype(np.uint8),
+        "depth": rng.uniform(0.5, 9.0, (30, 40)).astype(np.float32),
+    }
+    out = augment.parse("resize_keep_aspect(42,42,multiple=14,method='bicubic')|normalize")[0](
+        ex, rng
+    )
+    assert out["image"].shape == (42, 56, 3) and out["depth"].shape == (42, 56)
+    assert set(np.unique(out["depth"])) <= set(np.unique(ex["depth"]))  # nearest: no new depth
+    bilinear = augment.resize(42, 56)(ex, rng)["image"]
+    assert not np.array_equal(out["image"], bilinear)  # the method reaches the image
+    with pytest.raises(ValueError, match="resize method"):
+        augment.resize(42, 56, method="lanczos")(ex, rng)
