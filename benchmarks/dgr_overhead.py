@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import types
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -34,14 +35,21 @@ import ml_collections
 from flax import nnx
 
 from benchmarks import harness
-from configs import nyu_vit_dgr, synthetic_vit_dgr
+from configs import nyu_depth_anything_v2_dgr, nyu_vit_dgr, synthetic_vit_dgr
 from dgr_jax.models import build_model, summary
 
 # name -> (config module, (size, batch) full, (size, batch) quick, encoder overrides); None keeps
 # the config's.
+# Depth Anything V2 ViT-S (DINOv2, patch 14) with its metric DPT head: the recipe's 518x518 crop
+# at batch 2 (--quick: 266x266, batch 1).
+DA2_VITS = types.SimpleNamespace(
+    get_config=lambda: nyu_depth_anything_v2_dgr.get_config("vits"),
+    __name__="configs.nyu_depth_anything_v2_dgr",  # with the argument vits
+)
 CASES = {
     "vit_s": (synthetic_vit_dgr, (None, None), (None, 1), {"variant": "S"}),
     "vit_b": (nyu_vit_dgr, (None, 2), ((128, 160), 1), {}),
+    "da2_vits": (DA2_VITS, (None, 2), ((266, 266), 1), {}),
 }
 
 
@@ -68,7 +76,10 @@ def bench_case(module, size_batch, quick: bool, encoder: dict) -> dict:
     configs = variants(base)
     out: dict = {
         "config": f"configs/{module.__name__.rsplit('.', 1)[-1]}.py",
-        "encoder": f"ViT-{base.model.encoder.variant}/{base.model.encoder.patch_size}",
+        "encoder": (
+            f"ViT-{base.model.encoder.variant or base.model.encoder.width}"
+            f"/{base.model.encoder.patch_size}"
+        ),
         "decoder_features": base.model.decoder.features,
         "dgr": {k: v for k, v in base.model.dgr.to_dict().items() if k != "enabled"},
         "input": list(base.input.size),

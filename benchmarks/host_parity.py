@@ -1,4 +1,5 @@
-"""Numerical parity of our NeWCRFs / PixelFormer with the official PyTorch models, same weights.
+"""Numerical parity of our NeWCRFs / PixelFormer / Depth Anything V2 with the official PyTorch
+models, same weights.
 
 The official code is not part of this repository: point `--repo` at a local checkout of
 aliyun/NeWCRFs (`--host newcrfs`; we compared against d327bf7) or ashutosh1807/PixelFormer
@@ -21,6 +22,19 @@ leaves them at 1/0), wraps the state dict as the released checkpoints are
 `convert_pixelformer_checkpoint`), builds our DepthModel with `build_model` from the config read
 off the weights, and compares the depth maps of one random ImageNet-normalised-like batch.
 Prints one JSON object (errors in metres).
+
+`--host depth_anything_v2` (DepthAnything/Depth-Anything-V2, a561b84; `--repo` the repository
+root): `--encoder vits|vitb|vitl`, relative head (`depth_anything_v2/`) or with `--metric` the
+metric one (`metric_depth/depth_anything_v2/`, sigmoid * `--max-depth`). It builds the official
+`DepthAnythingV2` with its `model_configs`, perturbs every parameter (norms, biases, LayerScale
+gains, class token, position embeddings; the released init leaves them at 1 / 0 / 1e-6 / 0.02),
+converts its state dict with what `python -m dgr_jax.convert --depth-anything-ckpt` runs, and
+compares depth maps at `--size` (multiples of 14: 518x518, where no position embedding is
+resized, and e.g. 476x630, where the official 0.1 offset matters). Its model code imports cv2
+and torchvision (for preprocessing only): `--stand-ins` provides empty ones.
+
+    python benchmarks/host_parity.py --host depth_anything_v2 --repo ~/src/Depth-Anything-V2 \
+        --encoder vits --size 476 630 --batch 1 [--metric --max-depth 20] --stand-ins
 """
 
 from __future__ import annotations
@@ -49,6 +63,14 @@ class Host:
 HOSTS = {
     "newcrfs": Host("newcrfs", "networks.NewCRFDepth", "NewCRFDepth", "newcrfs"),
     "pixelformer": Host("pixelformer", "networks.PixelFormer", "PixelFormer", "pixelformer"),
+    # subdir "" (relative head); --metric uses metric_depth/ (see run_depth_anything).
+    "depth_anything_v2": Host("", "depth_anything_v2.dpt", "DepthAnythingV2", "depth_anything"),
+}
+# Official run.py / metric_depth/run.py `model_configs`.
+DEPTH_ANYTHING_CONFIGS = {
+    "vits": {"features": 64, "out_channels": [48, 96, 192, 384]},
+    "vitb": {"features": 128, "out_channels": [96, 192, 384, 768]},
+    "vitl": {"features": 256, "out_channels": [256, 512, 1024, 1024]},
 }
 
 
@@ -139,8 +161,19 @@ def install_stand_ins() -> list[str]:
         installed.append("mmcv.cnn")
 
     if missing("torchvision"):
-        sys.modules["torchvision"] = types.ModuleType("torchvision")
+        tv = types.ModuleType("torchvision")
+        transforms = types.ModuleType("torchvision.transforms")
+        transforms.Compose = list  # Depth Anything's image2tensor only, never called here
+        tv.transforms = transforms
+        sys.modules.update({"torchvision": tv, "torchvision.transforms": transforms})
         installed.append("torchvision")
+
+    if missing("cv2"):  # Depth Anything's preprocessing constants only
+        cv2 = types.ModuleType("cv2")
+        for i, name in enumerate(("INTER_CUBIC", "INTER_AREA", "INTER_LINEAR", "INTER_NEAREST")):
+            setattr(cv2, name, i)
+        sys.modules["cv2"] = cv2
+        installed.append("cv2")
     return installed
 
 
@@ -162,6 +195,92 @@ def perturb(model, seed: int) -> None:
                 b.copy_(0.5 + torch.rand(b.shape, generator=g))
 
 
+def perturb_all(model, seed: int) -> None:
+    """`perturb`, plus LayerScale gains, class token and position embeddings (DINOv2)."""
+    import torch
+
+    perturb(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("cls_token", "pos_embed")):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def run_depth_anything(args, host: Host) -> dict:
+    """Official DepthAnythingV2 vs ours (see the module docstring); returns the result row."""
+    import jax
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from dgr_jax.convert.depth_anything import convert_depth_anything_checkpoint
+    from dgr_jax.convert.torch_layout import assign_pure_dict
+    from dgr_jax.models import build_model
+
+    root = args.repo / ("metric_depth" if args.metric else host.subdir)
+    for p in [*args.extra_path, str(root)]:
+        sys.path.insert(0, os.path.abspath(p))
+    official_cls = getattr(importlib.import_module(host.module), host.cls)
+    kwargs = {"encoder": args.encoder, **DEPTH_ANYTHING_CONFIGS[args.encoder]}
+    if args.metric:
+        kwargs["max_depth"] = args.max_depth
+    torch.manual_seed(args.seed)
+    official = official_cls(**kwargs).eval()
+    perturb_all(official, args.seed)
+    with torch.no_grad():  # a depth map that varies (and, relative, stays mostly above 0)
+        official.depth_head.scratch.output_conv2[2].weight.mul_(10.0)
+        if not args.metric:
+            official.depth_head.scratch.output_conv2[2].bias.fill_(0.3)
+    h, w = args.size
+    images = np.random.RandomState(args.seed).randn(args.batch, 3, h, w).astype(np.float32)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ref = official(torch.from_numpy(images)).numpy()  # (B, H, W)
+    t_torch = time.perf_counter() - t0
+    num_params_official = int(sum(p.numel() for p in official.parameters()))
+    sd = dict(official.state_dict())
+    del official
+    weights = convert_depth_anything_checkpoint(
+        sd, encoder=args.encoder, max_depth=args.max_depth if args.metric else None
+    )
+    del sd
+    if args.pos_embed_offset is not None:  # a control: transformers' resize is 0
+        weights.model_cfg["encoder"]["pos_embed_offset"] = args.pos_embed_offset
+    ours = nnx.eval_shape(lambda: build_model(weights.model_cfg, rngs=nnx.Rngs(0)))
+    assign_pure_dict(ours, weights.tree)  # strict: every variable, every shape
+    t0 = time.perf_counter()
+    depth, _ = nnx.jit(lambda m, x: m(x))(ours, images.transpose(0, 2, 3, 1))
+    out = np.asarray(depth)[..., 0]
+    t_jax = time.perf_counter() - t0
+    err = np.abs(out - ref)
+    scale = args.max_depth if args.metric else float(np.abs(ref).max())
+    return {
+        "benchmark": "host_parity",
+        "host": args.host,
+        "encoder": args.encoder,
+        "head": "metric" if args.metric else "relative",
+        "pos_embed_offset": weights.model_cfg["encoder"]["pos_embed_offset"],
+        "size": [h, w],
+        "batch": args.batch,
+        "max_depth": scale,
+        "num_params_official": num_params_official,
+        "num_params_ours": int(
+            sum(np.size(x) for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
+        ),
+        "max_abs_err": float(err.max()),
+        "mean_abs_err": float(err.mean()),
+        "max_abs_err_over_max_depth": float(err.max() / scale),
+        "pass_1e-4_of_max_depth": bool(err.max() < 1e-4 * scale),
+        "depth_min_max_mean": [float(ref.min()), float(ref.max()), float(ref.mean())],
+        "fraction_positive": float((ref > 0).mean()),
+        "seconds_torch_forward": round(t_torch, 2),
+        "seconds_jax_compile_and_forward": round(t_jax, 2),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", choices=sorted(HOSTS), required=True)
@@ -173,12 +292,37 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stand-ins", action="store_true", help="stand-ins for timm/mmcv/tv")
     parser.add_argument("--extra-path", action="append", default=[])
+    parser.add_argument("--encoder", default="vits", help="depth_anything_v2: vits|vitb|vitl")
+    parser.add_argument("--metric", action="store_true", help="depth_anything_v2: metric head")
+    parser.add_argument(
+        "--pos-embed-offset",
+        type=float,
+        default=None,
+        help="depth_anything_v2 control: override the converted 0.1 (0 = transformers' resize)",
+    )
     args = parser.parse_args(argv)
     host = HOSTS[args.host]
 
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
+    if args.host == "depth_anything_v2":
+        import torch
+
+        from dgr_jax import jsonio
+
+        stand_ins = install_stand_ins() if args.stand_ins else []
+        row = run_depth_anything(args, host)
+        row.update(
+            official_commit=_commit(args.repo),
+            dgr_jax_commit=_commit(Path(__file__).resolve().parents[1]),
+            stand_ins=stand_ins,
+            torch=torch.__version__,
+            jax=jax.__version__,
+            device=str(jax.devices()[0].platform),
+        )
+        print(jsonio.dumps(row))
+        return
     import numpy as np
     import torch
     from flax import nnx

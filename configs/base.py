@@ -27,6 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.best_metric = "test/abs_rel"  # "<eval name>/<metric>" that picks the best checkpoint
     c.best_mode = "min"
     c.init_from = ""  # directory of converted weights (python -m dgr_jax.convert ...)
+    # Which of its arrays to load (globs on paths like "encoder/vit/layers/0/mlp/fc1/kernel";
+    # () includes everything); the rest keeps its fresh init (dgr_jax/weights.py).
+    c.init_from_include = ()
+    c.init_from_exclude = ()
     c.data_dir = ""  # "" -> <workdir>/data for self-building datasets
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all remaining devices
     c.sharding = "data_parallel"  # or "fsdp": params and optimizer state sharded over `data`
@@ -87,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
         {"silog": 1.0, "otdl": protocol.OTDL_WEIGHT, "mse": 0.0}
     )
     c.loss.min_depth = protocol.NYU_MIN_DEPTH_LOSS  # training mask: gt > min_depth
+    c.loss.max_depth = 0.0  # > 0: the mask is also gt <= max_depth (Depth Anything V2); 0: off
     c.loss.silog = ml_collections.ConfigDict({"variance_focus": protocol.SILOG_VARIANCE_FOCUS})
     c.loss.otdl = ml_collections.ConfigDict(
         {
@@ -110,6 +115,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
     c.optim.eps = 1e-8
+    # name -> {"include": (globs,), "lr_scale": x, "weight_decay": y}; see dgr_jax/optim.py.
+    c.optim.param_groups = ml_collections.ConfigDict()
 
     c.evals = ml_collections.ConfigDict()
     return c
@@ -155,6 +162,11 @@ def depth_eval(
             # "pad" with zeros after normalisation, prediction cropped (their Swin backbone) |
             # "none" (refuse).
             "fit": fit,
+            # How a resized frame is resampled: the image "bilinear" | "bicubic" (torch/cv2
+            # cubic), the prediction back to the ground truth with pixel centres (False) or
+            # corners (True) aligned. Depth Anything V2's evaluation: bicubic, True.
+            "image_resize": "bilinear",
+            "pred_align_corners": False,
             "batch_size": batch_size,
             "num_pictures": num_pictures,
             "num_images": -1,  # -1: the whole split

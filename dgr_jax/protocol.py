@@ -196,3 +196,30 @@ STANDARD_PROTOCOLS = {
         "num_images": KITTI_EIGEN_TEST_WITH_GT,
     },
 }
+
+# --------------------------------------------------------------------------------------------
+# Depth Anything V2 metric fine-tuning (DepthAnything/Depth-Anything-V2 a561b84,
+# metric_depth/train.py, dist_train.sh, util/loss.py, dataset/*.py).
+# --------------------------------------------------------------------------------------------
+DA2_ENCODER_LR = 5e-6  # --lr: the DINOv2 encoder ("pretrained" parameters)
+DA2_HEAD_LR_SCALE = 10.0  # everything else (the DPT head) at 10x --lr
+DA2_WEIGHT_DECAY = 0.01  # AdamW(betas=(0.9, 0.999), weight_decay=0.01)
+DA2_POLY_END_FACTOR = 0.0  # lr * (1 - iters / total_iters) ** 0.9: down to 0, no warm-up
+DA2_SILOG_LAMBDA = 0.5  # SiLogLoss(lambd=0.5)
+DA2_MIN_DEPTH_LOSS = 1e-3  # --min-depth: loss on min_depth <= gt <= max_depth
+DA2_CROP = 518  # --img-size: resize keeping aspect to >= 518 (multiples of 14), random crop
+DA2_PATCH = 14  # DINOv2 patch; every model input side is a multiple of it
+DA2_BATCH = 32  # --bs 4 on 8 GPUs (dist_train.sh)
+
+# Depth Anything V1's metric fine-tunes (ViT-L encoder, ZoeDepth head) on NYU / KITTI,
+# LiheYoung/Depth-Anything 1d03336 metric_depth/README.md; the V2 paper's NYU / KITTI rows come
+# from the same kind of fine-tune (not released). Shown beside the Depth Anything V2 recipes'
+# numbers, whose recipe (metric_depth/ of V2 applied to NYU / KITTI) is ours.
+REFERENCE_NUMBERS = {
+    "depth_anything_v1_metric": {
+        "nyu": {"Depth Anything V1 metric (ViT-L)": {"abs_rel": 0.056, "rmse": 0.206, "d1": 0.984}},
+        "kitti": {
+            "Depth Anything V1 metric (ViT-L)": {"abs_rel": 0.046, "rmse": 1.896, "d1": 0.982}
+        },
+    },
+}

@@ -84,13 +84,19 @@ def make_train_step(
     schedule: optax.Schedule,
     *,
     min_depth: float,
+    max_depth: float = 0.0,
 ) -> Callable[[State, dict], tuple[State, dict]]:
-    """train_step(state, batch) -> (state, metrics); batch = {"image", "depth"} (B, H, W, ...)."""
+    """train_step(state, batch) -> (state, metrics); batch = {"image", "depth"} (B, H, W, ...).
+
+    The loss sees pixels with gt > min_depth, and gt <= max_depth when max_depth > 0.
+    """
 
     def train_step(state: State, batch: dict) -> tuple[State, dict]:
         step = state["step"]
         depth = batch["depth"]  # (B, H, W) metres, 0 = invalid
         valid = depth > min_depth
+        if max_depth > 0:  # Depth Anything V2's metric_depth/train.py mask
+            valid &= depth <= max_depth
 
         def compute_loss(params, rest):
             model = model_def.merge(params, rest)

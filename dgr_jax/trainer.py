@@ -177,7 +177,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if latest is None and config.init_from:  # checked before compiling anything
         try:
             init_weights = weights.read_init_weights(
-                abstract, config.init_from, config.model, complete=False
+                abstract,
+                config.init_from,
+                config.model,
+                complete=False,
+                include=tuple(config.get("init_from_include", ())),
+                exclude=tuple(config.get("init_from_exclude", ())),
             )
         except ValueError as e:
             raise TrainingError(str(e)) from None
@@ -200,7 +205,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---- Step -------------------------------------------------------------------------------
     train_step = xla_options.jit(
-        steps.make_train_step(model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth),
+        steps.make_train_step(
+            model_def,
+            loss_fn,
+            tx,
+            schedule,
+            min_depth=config.loss.min_depth,
+            max_depth=float(config.loss.get("max_depth", 0.0)),
+        ),
         in_shardings=(state_sh, {"image": batch_sh, "depth": batch_sh}),
         out_shardings=(state_sh, repl),
         donate_argnums=(0,),

@@ -11,13 +11,21 @@ arrays replace the freshly initialised ones of the configured model, path by pat
   logs which parts were left at init; evaluation (`complete=True`) refuses, because the
   metrics of a partly random model mean nothing;
 - the decoder and head settings recorded in model.json (e.g. NeWCRFs' max_depth, which the
-  weights cannot show) must equal the config's: an error for evaluation, a warning in training.
+  weights cannot show) must equal the config's: an error for evaluation, a warning in training;
+  except a head of another kind (relative `relu` weights into a metric `sigmoid` head: same
+  shapes, different meaning), which is an error whenever head weights are loaded;
+- `include` / `exclude` (`config.init_from_include` / `_exclude`, globs on the "/"-joined paths
+  such as "encoder/vit/layers/0/mlp/fc1/kernel") load part of the weights, e.g. only the
+  pre-trained encoder of a relative Depth Anything V2 under a new metric head, as its official
+  metric fine-tuning does; what they leave out keeps its fresh initialisation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -85,8 +93,36 @@ class InitWeights:
     report: str  # one line: what was loaded, what keeps its initialisation, warnings
 
 
+def _selected(key: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    if include and not any(fnmatch.fnmatch(key, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatch(key, p) for p in exclude)
+
+
+def _head_kind_error(config_model: Any, converted_model: Any, init_from: str) -> str | None:
+    """The message for head weights of another kind than the configured head, or None."""
+    ours = (config_model.get("head") or {}).get("name")
+    theirs = (converted_model.get("head") or {}).get("name")
+    if ours is None or theirs is None or ours == theirs:
+        return None
+    return (
+        f"init_from {init_from} holds a {theirs!r} head and the config has a {ours!r} head: the "
+        "weights have the same shapes but another meaning (a relative head, e.g. Depth Anything "
+        "V2's relu, predicts affine-invariant inverse depth, not metres). Load the encoder "
+        "only (--config.init_from_include='(\"encoder/vit/*\",)', as the official metric "
+        "fine-tuning does), exclude the head (--config.init_from_exclude='(\"head/*\",)'), "
+        "or convert a checkpoint of the configured kind (--max-depth for a metric one)."
+    )
+
+
 def read_init_weights(
-    state: dict, init_from: str, config_model: ml_collections.ConfigDict, *, complete: bool
+    state: dict,
+    init_from: str,
+    config_model: ml_collections.ConfigDict,
+    *,
+    complete: bool,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> InitWeights:
     """Read `init_from` and check it against the model whose state is `state`.
 
@@ -97,6 +133,8 @@ def read_init_weights(
         config_model: `config.model`, compared with the converted model's settings.
         complete: every model variable must be converted (eval.py); otherwise missing ones keep
             their initialisation (train.py).
+        include, exclude: globs on array paths; only arrays that match an `include` (all when
+            empty) and no `exclude` are loaded.
 
     Raises:
         ValueError listing the paths (or settings) that do not fit.
@@ -106,6 +144,21 @@ def read_init_weights(
     model_cfg, converted = load_converted(init_from)
     params, rest = nnx.split_state(converted, nnx.Param, ...)
     loaded = {"params": _flat(nnx.to_pure_dict(params)), "rest": _flat(nnx.to_pure_dict(rest))}
+    skipped = sum(not _selected(k, include, exclude) for g in loaded.values() for k in g)
+    loaded = {
+        name: {k: v for k, v in got.items() if _selected(k, include, exclude)}
+        for name, got in loaded.items()
+    }
+    if skipped and not any(loaded.values()):
+        raise ValueError(
+            f"init_from {init_from}: init_from_include {list(include)} / init_from_exclude "
+            f"{list(exclude)} leave no array to load"
+        )
+    cfg_dict = config_model.to_dict() if hasattr(config_model, "to_dict") else config_model
+    if any(k.startswith("head/") for g in loaded.values() for k in g):
+        message = _head_kind_error(cfg_dict, model_cfg, init_from)
+        if message:
+            raise ValueError(message)
     unknown, shapes, missing = [], [], []
     for name, got in loaded.items():
         want = _flat(state[name])
@@ -129,6 +182,8 @@ def read_init_weights(
             )
         )
     report = f"loaded {sum(len(g) for g in loaded.values())} arrays from {init_from}"
+    if skipped:
+        report += f" ({skipped} left out by init_from_include / init_from_exclude)"
     if missing:
         report += f"; kept the fresh initialisation of {len(missing)}: {_group(missing)}"
     if diffs:
@@ -160,10 +215,14 @@ def load_init_weights(
     config_model: ml_collections.ConfigDict,
     *,
     complete: bool,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> tuple[dict, str]:
     """`read_init_weights` then `apply_init_weights`: (new state, report).
 
     With `complete=True`, `state` may be abstract: nothing random is initialised (eval.py).
     """
-    init = read_init_weights(state, init_from, config_model, complete=complete)
+    init = read_init_weights(
+        state, init_from, config_model, complete=complete, include=include, exclude=exclude
+    )
     return apply_init_weights(state, init, state_shardings), init.report

@@ -5,6 +5,8 @@
     python -m dgr_jax.convert --pixelformer-ckpt nyu.pth --variant nyu --out OUT
     python -m dgr_jax.convert --swin-ckpt swin_large_patch4_window7_224_22k.pth [--window 12] \
         --out OUT
+    python -m dgr_jax.convert --depth-anything-ckpt depth_anything_v2_vits.pth --encoder vits \
+        [--max-depth 20] --out OUT
     python eval.py --config configs/X.py --workdir W --config.init_from=OUT     # or train.py
 
 Sources (exactly one):
@@ -19,6 +21,11 @@ Sources (exactly one):
   --swin-ckpt     an ImageNet Swin checkpoint (microsoft layout, e.g.
                   swin_large_patch4_window7_224_22k.pth, or a transformers Swin state dict);
                   --window resizes the relative-position tables (NeWCRFs' 7 -> 12).
+  --depth-anything-ckpt  an official Depth Anything V2 file (depth_anything_v2_vit{s,b,l}.pth,
+                  relative; depth_anything_v2_metric_{hypersim,vkitti}_vit*.pth, metric; or a
+                  metric_depth/train.py fine-tune); --encoder vits|vitb|vitl must match the
+                  weights; --max-depth M makes the head metric (sigmoid * M), without it the
+                  head is the relative one (the two kinds of file have the same keys).
 
 Every source writes OUT/model.json + OUT/state/ (`dgr_jax/convert/checkpoint.py`), after
 checking the weights against the model that model.json describes. On success one JSON line is
@@ -74,6 +81,19 @@ def _from_swin_ckpt(args: argparse.Namespace) -> Any:
     return convert_swin_checkpoint(sd, window=args.window, source=_file(args.swin_ckpt))
 
 
+def _from_depth_anything_ckpt(args: argparse.Namespace) -> Any:
+    from dgr_jax.convert.depth_anything import convert_depth_anything_checkpoint
+    from dgr_jax.convert.torch_layout import load_torch_file
+
+    sd = load_torch_file(args.depth_anything_ckpt)
+    return convert_depth_anything_checkpoint(
+        sd,
+        encoder=args.encoder,
+        max_depth=args.max_depth,
+        source=_file(args.depth_anything_ckpt),
+    )
+
+
 def _file(path: str) -> dict[str, str]:
     import pathlib
 
@@ -100,6 +120,11 @@ SOURCES: dict[str, Source] = {
     "swin_ckpt": Source(
         "ImageNet Swin checkpoint (.pth); optional --window", _from_swin_ckpt, ("window",)
     ),
+    "depth_anything_ckpt": Source(
+        "official Depth Anything V2 checkpoint (.pth); needs --encoder, metric: --max-depth",
+        _from_depth_anything_ckpt,
+        ("encoder", "max_depth"),
+    ),
 }
 
 
@@ -119,6 +144,16 @@ def _parser() -> argparse.ArgumentParser:
         help="--newcrfs-ckpt / --pixelformer-ckpt: dataset (max_depth 10 / 80 m)",
     )
     parser.add_argument("--window", type=int, help="--swin-ckpt: target window (e.g. 7, 12)")
+    parser.add_argument(
+        "--encoder",
+        choices=("vits", "vitb", "vitl", "tiny_test"),
+        help="--depth-anything-ckpt: the DINOv2 size of the file (tiny_test: ours, for tests)",
+    )
+    parser.add_argument(
+        "--max-depth",
+        type=float,
+        help="--depth-anything-ckpt: metric file, head sigmoid * M metres (none: relative)",
+    )
     parser.add_argument("--out", required=True, help="output directory (created; or gs://...)")
     return parser
 
@@ -158,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{option} belongs to {' / '.join(owners)}, not {flag}")
     if "variant" in SOURCES[dest].options and args.variant is None:
         parser.error(f"{flag} needs --variant nyu|kitti (sets max_depth)")
+    if "encoder" in SOURCES[dest].options and args.encoder is None:
+        parser.error(f"{flag} needs --encoder vits|vitb|vitl")
 
     from dgr_jax import storage
     from dgr_jax.convert.checkpoint import Converted, save_converted

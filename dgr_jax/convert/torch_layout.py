@@ -104,14 +104,22 @@ KINDS: dict[str, Callable[[str, np.ndarray], Any]] = {
 
 
 def map_state_dict(
-    sd: Mapping[str, Any], rules: Iterable[Rule], *, drop: Iterable[str] = ()
+    sd: Mapping[str, Any],
+    rules: Iterable[Rule],
+    *,
+    drop: Iterable[str] = (),
+    kinds: Mapping[str, Callable[[str, np.ndarray], Any]] | None = None,
 ) -> dict[Path, np.ndarray]:
     """Map every key of `sd` through `rules`; returns {our path: array}.
+
+    `kinds` adds module kinds (leaf name, array) -> (target leaf, getter) to `KINDS` for
+    converters with leaves of their own (e.g. DINOv2's LayerScale `gamma`).
 
     Raises:
         KeyError: keys no rule (and no drop pattern) consumes, or two keys with one target.
     """
     rules = list(rules)
+    table = {**KINDS, **(kinds or {})}
     drop = [re.compile(p) for p in drop]
     out: dict[Path, np.ndarray] = {}
     unexpected = []
@@ -123,7 +131,7 @@ def map_state_dict(
         for rule in rules:
             m = rule.pattern.fullmatch(module)
             if m:
-                converted = KINDS[rule.kind](leaf, to_numpy(value))
+                converted = table[rule.kind](leaf, to_numpy(value))
                 break
         if converted is None:
             unexpected.append(key)

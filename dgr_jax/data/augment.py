@@ -14,7 +14,12 @@ Ops (registered in `dgr_jax.registry.PP_OPS`):
   flip(p=0.5)               horizontal flip
   random_crop(h, w)         uniform crop offsets
   center_crop(h, w)
-  resize(h, w)              image bilinear, depth nearest
+  resize(h, w, method="bilinear")
+                            image bilinear or "bicubic" (PIL), depth nearest
+  resize_keep_aspect(min_h, min_w, multiple=1, method="bilinear")
+                            aspect kept, both sides at least min_h / min_w and multiples of
+                            `multiple` (Depth Anything V2's training resize: 518, 518, 14,
+                            bicubic; its cv2 INTER_CUBIC is close to PIL's, not equal)
   nyu_train_box             zero the depth outside NYU's valid training box (NeWCRFs loader)
   cutdepth(swap_rows_cols=False, p=1.0)
                             CutDepth: paste the depth (metres, on all 3 channels) into a random
@@ -142,26 +147,66 @@ def center_crop(h: int, w: int) -> Op:
     return op
 
 
+_IMAGE_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def _resize_pair(ex: Example, h: int, w: int, method: str) -> Example:
+    """Image with `method` (PIL; uint8 images are clipped to 0..255), depth nearest."""
+    if method not in _IMAGE_RESAMPLE:
+        raise ValueError(f"resize method must be one of {sorted(_IMAGE_RESAMPLE)}, got {method!r}")
+    resample = _IMAGE_RESAMPLE[method]
+    ex = dict(ex)
+    image = ex["image"]
+    if image.dtype == np.uint8:
+        ex["image"] = np.asarray(Image.fromarray(image).resize((w, h), resample))
+    else:
+        ex["image"] = np.stack(
+            [
+                np.asarray(Image.fromarray(image[..., c], mode="F").resize((w, h), resample))
+                for c in range(image.shape[-1])
+            ],
+            axis=-1,
+        )
+    depth = Image.fromarray(np.ascontiguousarray(ex["depth"], dtype=np.float32), mode="F")
+    ex["depth"] = np.asarray(depth.resize((w, h), Image.NEAREST), dtype=np.float32)
+    return ex
+
+
 @PP_OPS.register("resize")
-def resize(h: int, w: int) -> Op:
+def resize(h: int, w: int, method: str = "bilinear") -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
-        ex = dict(ex)
-        image = ex["image"]
-        if image.dtype == np.uint8:
-            ex["image"] = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        else:
-            ex["image"] = np.stack(
-                [
-                    np.asarray(
-                        Image.fromarray(image[..., c], mode="F").resize((w, h), Image.BILINEAR)
-                    )
-                    for c in range(image.shape[-1])
-                ],
-                axis=-1,
-            )
-        depth = Image.fromarray(np.ascontiguousarray(ex["depth"], dtype=np.float32), mode="F")
-        ex["depth"] = np.asarray(depth.resize((w, h), Image.NEAREST), dtype=np.float32)
-        return ex
+        return _resize_pair(ex, h, w, method)
+
+    return op
+
+
+def keep_aspect_size(
+    size: tuple[int, int], min_h: int, min_w: int, multiple: int = 1
+) -> tuple[int, int]:
+    """(H, W) of `size` scaled, aspect kept, until both sides reach (min_h, min_w), each side
+    then rounded to a multiple of `multiple` (up where rounding would go below the minimum).
+
+    The "lower_bound" rule of Depth Anything V2's `Resize(keep_aspect_ratio=True,
+    ensure_multiple_of=14)` (DPT's transform): NYU 480x640 -> 518x686 for 518x518.
+    """
+    h, w = size
+    scale = max(min_h / h, min_w / w)
+
+    def fit(x: float, lo: int) -> int:
+        y = int(np.round(x / multiple) * multiple)
+        return y if y >= lo else int(np.ceil(x / multiple) * multiple)
+
+    return fit(scale * h, min_h), fit(scale * w, min_w)
+
+
+@PP_OPS.register("resize_keep_aspect")
+def resize_keep_aspect(min_h: int, min_w: int, multiple: int = 1, method: str = "bilinear") -> Op:
+    """Resize keeping the aspect ratio to at least min_h x min_w, sides multiples of
+    `multiple` (`keep_aspect_size`); image with `method`, depth nearest."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        h, w = keep_aspect_size(ex["depth"].shape, min_h, min_w, multiple)
+        return _resize_pair(ex, h, w, method)
 
     return op
 

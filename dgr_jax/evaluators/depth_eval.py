@@ -49,6 +49,7 @@ from dgr_jax.evaluators import crops, distributed, frame, report
 from dgr_jax.evaluators.edges import compute_edge_metrics, edge_metric_names
 from dgr_jax.evaluators.metrics import METRIC_NAMES, aggregate, as_bhw, compute_depth_metrics
 from dgr_jax.evaluators.tta import FLIP_TTA_MODES, flip_blend
+from dgr_jax.models.blocks import layers
 from dgr_jax.registry import EVALUATORS
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,13 @@ def _decode_id(value: Any) -> str:
     return str(value)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _resize_image(image: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """uint8 (H, W, 3) -> float32 (h, w, 3) in [0, 255], bilinear."""
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _resize_image(image: jax.Array, size: tuple[int, int], method: str = "bilinear") -> jax.Array:
+    """uint8 (H, W, 3) -> float32 (h, w, 3) in [0, 255] (not clipped), bilinear or bicubic
+    (torch / cv2 cubic, a = -0.75: Depth Anything V2's evaluation resize)."""
+    if method == "bicubic":
+        x = layers.resize(image.astype(jnp.float32)[None], size, method="bicubic")
+        return x[0]
     return jax.image.resize(image.astype(jnp.float32), (*size, 3), "linear", antialias=False)
 
 
@@ -102,13 +107,15 @@ def final_prediction(
     min_depth: float,
     max_depth: float,
     crop_to: tuple[int, int] | None = None,
+    align_corners: bool = False,
 ) -> jax.Array:
     """Raw model outputs -> the prediction the metrics see, (B, H_gt, W_gt).
 
     The top-left `crop_to` (the frame of a zero-padded input), flip TTA, bilinear resize to
     the ground-truth size (or to the 352x1216 KB window when `paste_kb`), clamp to
     [min_depth, max_depth] (NaN -> min, inf -> max), then for `paste_kb` paste into zeros of
-    the full frame (BTS clamps before pasting, so the outside stays 0).
+    the full frame (BTS clamps before pasting, so the outside stays 0). `align_corners`: the
+    resize maps corner to corner (Depth Anything V2's evaluation) instead of pixel centres.
     """
     pred = as_bhw(pred).astype(jnp.float32)
     if crop_to is not None:
@@ -119,7 +126,9 @@ def final_prediction(
             pred_flipped = pred_flipped[:, : crop_to[0], : crop_to[1]]
         pred = flip_blend(pred, pred_flipped, flip_tta)
     target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if paste_kb else tuple(gt_size)
-    if pred.shape[1:] != target:
+    if pred.shape[1:] != target and align_corners:
+        pred = layers.resize(pred[..., None], target, align_corners=True)[..., 0]
+    elif pred.shape[1:] != target:
         pred = jax.image.resize(pred, (pred.shape[0], *target), "linear", antialias=False)
     pred = jnp.where(jnp.isnan(pred), min_depth, jnp.clip(pred, min_depth, max_depth))
     if paste_kb:
@@ -189,6 +198,12 @@ class DepthEvaluator:
         self.kb_crop = bool(config.get("kb_crop", False))
         self.min_depth, self.max_depth = float(config.min_depth), float(config.max_depth)
         self.flip_tta = str(config.flip_tta)
+        # Depth Anything V2's protocol: bicubic image resize, prediction back align-corners.
+        self.image_resize = str(config.get("image_resize", "bilinear"))
+        self.align_corners = bool(config.get("pred_align_corners", False))
+        self.references = str(config.get("references", ""))  # protocol.REFERENCE_NUMBERS key
+        if self.image_resize not in ("bilinear", "bicubic"):
+            raise ValueError(f"eval {name!r}: image_resize must be bilinear or bicubic")
         self.num_pictures = int(config.num_pictures)
         self.num_images = int(config.num_images)
         if self.crop not in crops.CROPS:
@@ -233,7 +248,7 @@ class DepthEvaluator:
                 raise ValueError(f"eval {self.name!r}, image {image_id!r}: {e}") from None
         model_input, resized = image, image.shape[:2] != self.input_size
         if resized:
-            model_input = np.asarray(_resize_image(image, self.input_size))
+            model_input = np.asarray(_resize_image(image, self.input_size, self.image_resize))
         return {"id": image_id, "image": image, "input": model_input, "gt": gt, "resized": resized}
 
     def _put(self, batch: np.ndarray) -> jax.Array:
@@ -260,6 +275,7 @@ class DepthEvaluator:
             min_depth=self.min_depth,
             max_depth=self.max_depth,
             crop_to=self.frame if self._pad else None,
+            align_corners=self.align_corners,
         )
 
     def _region(self, gt_size: tuple[int, int]) -> np.ndarray:
@@ -396,6 +412,12 @@ class DepthEvaluator:
         resize = "none"
         if parts:
             resize = "bilinear (half-pixel centres, no antialiasing): " + "; ".join(parts)
+            if self.image_resize != "bilinear" or self.align_corners:
+                pred_kind = "align corners" if self.align_corners else "half-pixel centres"
+                resize = (
+                    f"image {self.image_resize}, prediction bilinear ({pred_kind}), no "
+                    "antialiasing: " + "; ".join(parts)
+                )
         return {
             "dataset": self.dataset,
             "split": self.split,
@@ -410,6 +432,7 @@ class DepthEvaluator:
             "fit": self.fit,
             "input": frame.describe(self.frame, self.model_size, self.fit, explicit=self._explicit),
             "input_size": list(self.model_size),
+            **({"references": self.references} if self.references else {}),
         }
 
     def predictions(self, predict_fn: PredictFn, indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -433,6 +456,7 @@ class DepthEvaluator:
                     min_depth=self.min_depth,
                     max_depth=self.max_depth,
                     crop_to=self.frame if self._pad else None,
+                    align_corners=self.align_corners,
                 )
                 valid = (gt > self.min_depth) & (gt < self.max_depth) & self._region(gt.shape)
                 out.append(
@@ -474,6 +498,7 @@ class DepthEvaluator:
                     min_depth=self.min_depth,
                     max_depth=self.max_depth,
                     crop_to=self.frame if self._pad else None,
+                    align_corners=self.align_corners,
                 )
                 paths.append(self._save_panel(out_dir, kind, pos, example, np.asarray(depth)[0]))
         return paths

@@ -93,6 +93,9 @@ def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[s
     mismatches = standard_protocol_mismatches(protocol)
     if family is None:
         return ["No published numbers for this dataset."]
+    references = _reference_lines(protocol, means, family)
+    if references:
+        return references
     if mismatches:
         standard = constants.STANDARD_PROTOCOLS[family]
         diffs = ", ".join(
@@ -117,6 +120,26 @@ def published_table(protocol: dict[str, Any], means: dict[str, float]) -> list[s
             f"Note: {protocol['num_images']} images were evaluated; the published numbers use "
             f"{expected}."
         )
+    return lines
+
+
+def _reference_lines(protocol: dict[str, Any], means: dict[str, float], family: str) -> list[str]:
+    """The `references` numbers (`protocol.REFERENCE_NUMBERS`) the evaluation names, beside
+    ours whatever the protocol (they come from other code; the lines say so)."""
+    name = protocol.get("references")
+    rows = constants.REFERENCE_NUMBERS.get(name or "", {}).get(family)
+    if not rows:
+        return []
+    keys = ("abs_rel", "rmse", "d1")
+    lines = ["| system | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines.append("| **ours** | " + " | ".join(_fmt(means.get(k, math.nan)) for k in keys) + " |")
+    for system, numbers in rows.items():
+        lines.append(f"| {system} | " + " | ".join(_fmt(numbers[k]) for k in keys) + " |")
+    lines += [
+        "",
+        f"Reference rows ({name}): published by their authors with their own evaluation code "
+        "and protocol, not re-measured here; our recipe is our own.",
+    ]
     return lines
 
 

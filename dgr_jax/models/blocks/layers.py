@@ -315,10 +315,13 @@ def _linear_taps(in_size: int, out_size: int, align_corners: bool) -> tuple[np.n
     return np.stack([i0, i1], 1), np.stack([1.0 - lam, lam], 1)
 
 
-def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
-    """torch `upsample_bicubic2d` (align_corners=False) indices (out, 4) and weights (out, 4)."""
+def _cubic_taps(in_size: int, out_size: int, scale: float | None = None) -> tuple[np.ndarray, ...]:
+    """torch `upsample_bicubic2d` (align_corners=False) indices (out, 4) and weights (out, 4);
+    `scale`: torch's `scale_factor`, which replaces out_size / in_size in the source
+    coordinates when given (DINOv2's position-embedding interpolation)."""
     a = _TORCH_CUBIC_A
-    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    step = in_size / out_size if scale is None else 1.0 / scale
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * step - 0.5
     base = np.floor(src).astype(np.int64)
     t = src - base
 
@@ -383,6 +386,7 @@ def resize(
     *,
     method: str = "bilinear",
     align_corners: bool = False,
+    scales: Sequence[float] | None = None,
 ) -> jax.Array:
     """Resize NHWC `x` to `size` = (H, W) exactly like torch `F.interpolate` (no antialiasing).
 
@@ -391,6 +395,9 @@ def resize(
         size: output (H, W).
         method: "bilinear" or "bicubic".
         align_corners: torch's flag; "bicubic" supports only False.
+        scales: ("bicubic" only) torch's `scale_factor` (H, W) as it enters the source
+            coordinates, when the caller passed one to torch (the official DINOv2 does, with
+            an offset: (h + 0.1) / H); `size` is still the output size.
 
     Returns:
         (B, size[0], size[1], C) array of x's dtype.
@@ -398,15 +405,18 @@ def resize(
     out_h, out_w = int(size[0]), int(size[1])
     in_h, in_w = x.shape[1], x.shape[2]
     for axis, n_in, n_out in ((1, in_h, out_h), (2, in_w, out_w)):
-        if n_in == n_out:
+        scale = None if scales is None else float(scales[axis - 1])
+        if n_in == n_out and scale is None:
             continue  # torch is the identity here as well
+        if scale is not None and method != "bicubic":
+            raise ValueError("resize scales are supported for bicubic only")
         if method == "bilinear" and align_corners and n_out == 2 * n_in:
             x = _double_align_corners(x, axis)  # DPT's upsampling: the common case
             continue
         if method == "bilinear":
             idx, weights = _linear_taps(n_in, n_out, align_corners)
         elif method == "bicubic" and not align_corners:
-            idx, weights = _cubic_taps(n_in, n_out)
+            idx, weights = _cubic_taps(n_in, n_out, scale)
         else:
             raise ValueError(f"unsupported resize {method=} {align_corners=}")
         x = _resize_axis(x, axis, idx, weights)

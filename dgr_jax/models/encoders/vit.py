@@ -123,6 +123,7 @@ class ViTEmbeddings(nnx.Module):
         image_size: Sequence[int],
         *,
         pos_embed_interp: str,
+        pos_embed_offset: float = 0.0,
         pos_embed: str = "learned",
         stem: str = "patchify",
         dtype: jnp.dtype,
@@ -137,6 +138,7 @@ class ViTEmbeddings(nnx.Module):
         self.patch_size = patch_size
         self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
         self.pos_embed_interp = pos_embed_interp
+        self.pos_embed_offset = float(pos_embed_offset)
         self.dtype = dtype
         num_pos = 1 + self.grid[0] * self.grid[1]
         self.cls_token = nnx.Param(_EMBED_INIT(rngs.params(), (1, 1, width)))
@@ -165,7 +167,10 @@ class ViTEmbeddings(nnx.Module):
             return pos
         cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
         patch_pos = patch_pos.reshape(1, *self.grid, -1)  # (1, gh*gw, D) -> (1, gh, gw, D)
-        patch_pos = layers.resize(patch_pos, grid, method=self.pos_embed_interp)
+        scales = None
+        if self.pos_embed_offset:  # official DINOv2: torch scale_factor (g + 0.1) / G
+            scales = tuple((g + self.pos_embed_offset) / s for g, s in zip(grid, self.grid))
+        patch_pos = layers.resize(patch_pos, grid, method=self.pos_embed_interp, scales=scales)
         patch_pos = patch_pos.reshape(1, grid[0] * grid[1], -1)  # (1, h, w, D) -> (1, h*w, D)
         return jnp.concatenate([cls_pos, patch_pos], axis=1)
 
@@ -277,6 +282,7 @@ class ViT(nnx.Module):
         qkv_bias: bool = True,
         layer_scale: float | None = None,
         pos_embed_interp: str = "bilinear",
+        pos_embed_offset: float = 0.0,
         pos_embed: str = "learned",
         stem: str = "patchify",
         dtype: jnp.dtype = jnp.float32,
@@ -289,6 +295,7 @@ class ViT(nnx.Module):
             patch_size,
             image_size,
             pos_embed_interp=pos_embed_interp,
+            pos_embed_offset=pos_embed_offset,
             pos_embed=pos_embed,
             stem=stem,
             dtype=dtype,
@@ -402,6 +409,10 @@ class ViTEncoder(nnx.Module):
         reassemble_factors: resampling of the 4 token maps (x4, x2, x1, x0.5 for patch 16).
         layer_norm_eps: 1e-6 (timm/big_vision) for models trained here; HF DPT uses 1e-12.
         pos_embed_interp: "bilinear" (HF DPT) or "bicubic" (HF ViTModel, DINOv2).
+        pos_embed_offset: 0 resizes the stored grid G to the input grid g by size (HF
+            transformers); the official DINOv2 code (Depth Anything's) passes torch the
+            scale factor (g + 0.1) / G instead, which samples other positions: 0.1 there.
+            Both agree at the stored grid (518x518 for DINOv2), nowhere else.
         pos_embed: "learned" (ViT, DPT, converted checkpoints) or "sincos2d" (fixed; big_vision's
             choice for training from scratch).
         stem: "patchify" (ViT) or "conv" (Xiao et al. 2021's convolutional stem).
@@ -431,6 +442,7 @@ class ViTEncoder(nnx.Module):
         layer_scale: float | None = None,
         norm_features: bool = False,
         pos_embed_interp: str = "bilinear",
+        pos_embed_offset: float = 0.0,
         pos_embed: str = "learned",
         stem: str = "patchify",
         dtype: jnp.dtype = jnp.float32,
@@ -467,6 +479,7 @@ class ViTEncoder(nnx.Module):
             qkv_bias=qkv_bias,
             layer_scale=layer_scale,
             pos_embed_interp=pos_embed_interp,
+            pos_embed_offset=pos_embed_offset,
             pos_embed=pos_embed,
             stem=stem,
             dtype=dtype,
