@@ -79,6 +79,7 @@ def _finish(procs, logs, timeout=600) -> str:
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
+                q.wait()
     return "".join(f"--- process {i}\n{log.read_text()[-3000:]}" for i, log in enumerate(logs))
 
 
@@ -106,12 +107,13 @@ def test_sigterm_saves_the_agreed_step_on_every_process_and_resumes_exactly(
     data_dir, want = reference
     workdir = tmp_path / "run"
     procs, logs = _start(workdir, data_dir, tmp_path, "interrupted")
-    deadline = time.monotonic() + 300
+    deadline, training = time.monotonic() + 600, False
     while time.monotonic() < deadline and all(p.poll() is None for p in procs):
         if "step 3/" in logs[0].read_text():
+            training = True
             break
         time.sleep(0.05)
-    assert all(p.poll() is None for p in procs), _finish(procs, logs)
+    assert training and all(p.poll() is None for p in procs), _finish(procs, logs, timeout=1)
     sent = time.monotonic()
     for pid in targets:
         procs[pid].send_signal(signal.SIGTERM)
