@@ -147,10 +147,10 @@ def test_sigterm_saves_the_agreed_step_on_every_process_and_resumes_exactly(
 # ---- One process: SIGTERM saves the last completed step, also from inside an evaluation -------
 
 
-def _config(tmp_path, **overrides) -> ml_collections.ConfigDict:
+def _config(data_dir, **overrides) -> ml_collections.ConfigDict:
     config = configlib.load(os.path.join(ROOT, "configs/synthetic_cnn.py:smoke"))
     with config.unlocked():
-        config.data_dir = str(tmp_path / "data")
+        config.data_dir = str(data_dir)
         config.total_steps = 6
         config.log_every = 1
         config.ckpt_every = 100
@@ -162,17 +162,28 @@ def _config(tmp_path, **overrides) -> ml_collections.ConfigDict:
     return config
 
 
+@pytest.fixture(scope="module")
+def one_process_reference(tmp_path_factory):
+    """(config, losses) of one uninterrupted single-process run, shared by the cases below."""
+    from dgr_jax.trainer import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("one_process")
+    config = _config(root / "data")
+    train_and_evaluate(config, str(root / "reference"))
+    return config, _losses(root / "reference")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["step", "evaluation"])
-def test_one_process_sigterm_saves_the_step_and_resumes_exactly(tmp_path, monkeypatch, where):
+def test_one_process_sigterm_saves_the_step_and_resumes_exactly(
+    one_process_reference, tmp_path, monkeypatch, where
+):
     from dgr_jax import evaluate
     from dgr_jax.evaluators.depth_eval import DepthEvaluator
     from dgr_jax.metric_writer import MetricWriter
     from dgr_jax.trainer import train_and_evaluate
 
-    config = _config(tmp_path)
-    train_and_evaluate(config, str(tmp_path / "reference"))
-    want = _losses(tmp_path / "reference")
+    config, want = one_process_reference
 
     def sigterm():
         os.kill(os.getpid(), signal.SIGTERM)
