@@ -22,10 +22,11 @@ min_depth 1e-3 < gt < max_depth, flip TTA; lines without depth are predicted but
 the metrics (metrics.json: num_images vs num_valid_images).
 
 Fine-tuning converted weights (python -m dgr_jax.convert ..., docs/convert.md): `:weights=DIR`
+(combinable: `:smoke,weights=DIR`)
 takes the model from DIR/model.json (a NeWCRFs, PixelFormer, DPT or Depth Anything model) and
 starts from its weights (init_from=DIR), with its max_depth; DGR stays as the weights have it
-(--config.model.dgr.enabled=True adds it, freshly initialised). The ViT arm from an ImageNet
-encoder: --config.init_from=W/vit_b16 (`--hf-dir` of a ViTModel). `:smoke` is a tiny model
+(--config.model.dgr.enabled=True adds it, freshly initialised). With a patch-14 encoder (Depth
+Anything) give --config.input.size as multiples of 14. `:smoke` is a tiny model
 for tests; `:cnn` is the ResNet-50 sibling (configs/synthetic_cnn.py's arm). Meant for a GPU
 host at real sizes.
 """
@@ -54,7 +55,8 @@ def _model_max_depth(model: ml_collections.ConfigDict) -> float:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = arg or ""
+    args = (arg or "").split(",")  # e.g. "weights=W/newcrfs_nyu" or "smoke,weights=DIR"
+    weights = next((a.partition("=")[2] for a in args if a.startswith("weights=")), "")
     c = base.base_config()
     c.input.dataset = DATASET
     c.input.manual_dir = ""  # required: --config.input.manual_dir=M
@@ -96,23 +98,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 500
     c.optim.grad_clip = 1.0
     c.evals.test = base.depth_eval(DATASET, crop="none", max_depth=max_depth)
-    if arg == "cnn":
+    if "cnn" in args:
         c.model.encoder = ml_collections.ConfigDict({"name": "resnet", "depth": 50, "width": 64})
         c.model.dgr.enabled = False  # DGR targets the Transformer arm (configs/synthetic_cnn.py)
-    if arg.startswith("weights="):
-        c.init_from = arg.partition("=")[2]
-        c.model = _weights_model(c.init_from)
+    if weights:
+        c.init_from = weights
+        c.model = _weights_model(weights)
         c.input.max_depth = _model_max_depth(c.model)
         c.optim.lr = protocol.NEWCRFS_LR  # fine-tuning: the hosts' smaller rate
-    if arg == "smoke":
+    if "smoke" in args:
         c.total_steps = 6
         c.log_every = 2
         c.ckpt_every = 3
         c.eval_every = 0
         c.input.pp_train = "flip|random_crop(0,0)|photometric(0.75,1.25)|normalize"
         c.optim.warmup_steps = 0
-        c.model.encoder.update({"variant": "tiny_test", "pos_embed": "sincos2d"})
-        c.model.decoder.features = 16
+        if not weights:
+            c.model.encoder.update({"variant": "tiny_test", "pos_embed": "sincos2d"})
+            c.model.decoder.features = 16
         c.evals.test.batch_size = 4
         c.evals.test.num_pictures = 1
     c.lock()

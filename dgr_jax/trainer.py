@@ -152,9 +152,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             build_args=build_args,
         )
     multihost.sync("dataset_built")
-    if input_size.from_data(config):  # input.size (0, 0): the training size from the data
-        config = input_size.resolve(config, data_dir)
-        _log(f"input size from the data: {tuple(config.input.size)}")
+    resolved = input_size.resolve(config, data_dir)  # sizes written (0, 0): from the data
+    if resolved is not config:
+        config = resolved
+        _log(f"input size: {tuple(config.input.size)}")
         if is_main:
             jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
     train_source = datasets.open_split(

@@ -8,9 +8,9 @@ multiple of `MULTIPLE` (the encoders' coarsest stride):
   "random_crop(0,0)" in input.pp_train -> random_crop(H, W)
   model.encoder.image_size  (H, W), where present and (0, 0)
   loss.otdl.grid_size       (H / 8, W / 8), where (0, 0)
-The trainer and eval.py call it; the trainer writes the resolved config to config.json, which
-`predict --workdir` reads. Evaluation sees each frame as read (no dataset crop unless the
-build was given one).
+With an explicit input.size, the other (0, 0) sizes follow it. The trainer and eval.py call
+it; the trainer writes the resolved config to config.json, which `predict --workdir` reads.
+Evaluation sees each frame as read (no dataset crop unless the build was given one).
 """
 
 from __future__ import annotations
@@ -58,11 +58,22 @@ def data_size(config: ml_collections.ConfigDict, data_dir: str) -> tuple[int, in
     return size
 
 
+def _placeholders(config: ml_collections.ConfigDict) -> bool:
+    encoder, otdl = config.model.encoder, config.loss.get("otdl")
+    return (
+        from_data(config)
+        or CROP_FROM_DATA in config.input.pp_train
+        or ("image_size" in encoder and tuple(encoder.image_size) == FROM_DATA)
+        or (otdl is not None and tuple(otdl.grid_size) == FROM_DATA)
+    )
+
+
 def resolve(config: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
-    """`config` itself if its input.size is set, else a copy with the sizes from the data."""
-    if not from_data(config):
+    """`config` itself if no size is (0, 0), else a copy with every (0, 0) size set: from the
+    data if input.size is (0, 0), else from input.size (a size given on the command line)."""
+    if not _placeholders(config):
         return config
-    h, w = data_size(config, data_dir)
+    h, w = data_size(config, data_dir) if from_data(config) else tuple(config.input.size)
     out = copy.deepcopy(config)
     with out.unlocked():
         out.input.size = (h, w)
