@@ -136,6 +136,10 @@ def make_train_step(
         averages are updated once per micro-batch, in order (as K smaller steps would).
         """
         k = accum_steps
+        if batch["image"].shape[0] % k:
+            raise ValueError(
+                f"batch of {batch['image'].shape[0]} does not split into {k} micro-batches"
+            )
         params, step = state["params"], state["step"]
         base_key = jax.random.fold_in(state["rng"], step)
 

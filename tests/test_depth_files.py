@@ -213,3 +213,26 @@ def test_smoke_recipe_trains_evaluates_and_predicts_the_test_list(pairs, tmp_pat
     ]
     depth = np.load(out / "test_003.npy")  # the line without ground truth is predicted too
     assert depth.shape == (32, 64) and (depth > 0).all()
+
+
+@pytest.mark.slow
+def test_smoke_recipe_fine_tunes_converted_weights(pairs, tmp_path, capsys):
+    from flax import nnx
+
+    from dgr_jax.convert.checkpoint import Converted, save_converted
+    from dgr_jax.models import build_model
+    from dgr_jax.trainer import train_and_evaluate
+
+    source = configlib.load(os.path.join(ROOT, "configs/synthetic_vit_dgr.py:smoke"))
+    weights = tmp_path / "weights"
+    model = build_model(source.model, rngs=nnx.Rngs(0))
+    save_converted(weights, Converted(model, source.model.to_dict(), ()))
+    config = configlib.load(
+        os.path.join(ROOT, f"configs/depth_files_vit_dgr.py:smoke,weights={weights}"),
+        [f"input.manual_dir={pairs}", "total_steps=2", "evals.test.num_pictures=0"],
+    )
+    assert config.init_from == str(weights) and config.model.encoder.variant == "tiny_test"
+    assert config.input.max_depth == source.model.head.max_depth  # the weights' range
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    assert np.isfinite(metrics["test/abs_rel"])
+    assert "loaded" in capsys.readouterr().out  # the weights' report

@@ -52,11 +52,22 @@ def test_summed_micro_batch_statistics_give_the_whole_batch_loss(terms):
         np.testing.assert_allclose(split_terms[name], whole_terms[name], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_k4_steps_equal_k1_steps_in_losses_and_parameters():
     config = configlib.load(os.path.join(ROOT, "configs/synthetic_vit_dgr.py:smoke"))
     with config.unlocked():  # a real update every step (no warm-up from lr 0)
         config.optim.warmup_steps = 0
         config.optim.lr = 1e-3
+        # OTDL's vmapped Sinkhorn stops when every sample of its batch has converged, so with a
+        # threshold a micro-batch may stop at another iteration than the whole batch (values
+        # equal to within the threshold). A fixed iteration count makes the two comparable.
+        config.loss.otdl.threshold = 1e-12
+        config.loss.otdl.max_iterations = 20
+        # Adam divides by sqrt(v) + eps: with the default eps 1e-8 a gradient at rounding level
+        # (1e-9, e.g. of a parameter the loss barely reaches) becomes a step of ~0.1 lr, so
+        # float rounding differences between any two equal computations grow into lr-sized
+        # parameter differences. A larger eps keeps rounding noise at rounding level.
+        config.optim.eps = 1e-3
     model_def = steps.model_def_from_config(config)
     loss_fn = make_loss(config.loss)
     tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
@@ -79,7 +90,7 @@ def test_k4_steps_equal_k1_steps_in_losses_and_parameters():
     for a, b in zip(m1, m4, strict=True):
         assert a.keys() == b.keys()
         for key in a:
-            np.testing.assert_allclose(b[key], a[key], rtol=2e-5, atol=1e-7, err_msg=key)
+            np.testing.assert_allclose(b[key], a[key], rtol=2e-5, atol=1e-6, err_msg=key)
     init = steps.init_state(model_def, tx, 0)["params"]
     changes = jax.tree.leaves(
         jax.tree.map(lambda a, b: np.abs(a - b).max(), state1["params"], init)
