@@ -179,7 +179,14 @@ def jitted_train_step(
     loss_fn = make_loss(config.loss)
     tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
     step = (jax.jit if xla_default else xla_options.jit)(
-        steps.make_train_step(model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth),
+        steps.make_train_step(
+            model_def,
+            loss_fn,
+            tx,
+            schedule,
+            min_depth=config.loss.min_depth,
+            accum_steps=int(config.get("grad_accum_steps", 1)),
+        ),
         donate_argnums=(0,),
     )
     return step, tx, (lambda: steps.init_state(model_def, tx, config.seed))

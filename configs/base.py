@@ -1,8 +1,8 @@
 """Shared defaults for every experiment config; each `configs/<name>.py` starts from these.
 
 Keys (shared by train.py, eval.py and the analysis tools; see shared/design.md):
-  seed, total_steps, batch_size (global), log_every, ckpt_every, eval_every, keep_ckpts,
-  init_from, data_dir, mesh {data, model}, sharding ("data_parallel" | "fsdp"), dtype,
+  seed, total_steps, batch_size (global), grad_accum_steps, log_every, ckpt_every, eval_every,
+  keep_ckpts, init_from, data_dir, mesh {data, model}, sharding ("data_parallel" | "fsdp"), dtype,
   input {...}, model {encoder, decoder, dgr, head}, loss {terms, silog, otdl, ...}, optim {...},
   evals {<name>: {...}}.
 """
@@ -20,6 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.total_steps = 1000
     c.batch_size = 8  # global batch, split over the `data` mesh axis
+    # Gradient accumulation: K micro-batches of batch_size / K inside one step, one optimiser
+    # update; the global batch, schedule and data order do not change with K (README).
+    c.grad_accum_steps = 1
     c.log_every = 50
     c.ckpt_every = 500
     c.eval_every = 500  # periodic evaluation (0 = only at the end)

@@ -15,7 +15,7 @@ import numpy as np
 
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
 from dgr_jax import paths, storage, xla_options
-from dgr_jax.data import datasets
+from dgr_jax.data import datasets, input_size
 from dgr_jax.data import watchdog as input_watchdog
 from dgr_jax.evaluators import frame
 from dgr_jax.registry import EVALUATORS
@@ -187,8 +187,9 @@ def evaluate_checkpoint(
 
     workdir = storage.absolute(workdir)
     paths.check_paths(config, workdir)
-    model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
     data_dir = paths.data_dir_of(config, workdir)
+    config = input_size.resolve(config, data_dir)  # input.size (0, 0): from the data
+    model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
     evaluators = make_evaluators(config, data_dir, mesh)
     predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))
     return run_all(evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval"))

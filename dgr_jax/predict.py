@@ -2,6 +2,9 @@
 
     python -m dgr_jax.predict --workdir runs/quickstart --input photo.jpg --output out/
     python -m dgr_jax.predict --weights CONVERTED_DIR --input folder/ --output out/ --focal 518.8
+    python -m dgr_jax.predict --workdir runs/mine --input M/test.txt --output out/
+
+--input is an image, a folder of images, or a file list (the RGB column of each line).
 
 Per image `<name>` it writes:
   <name>_depth.png   16-bit PNG, depth in millimetres (0 = no prediction; capped at 65.535 m)
@@ -36,7 +39,17 @@ MM_PER_M = 1000.0
 
 
 def list_inputs(path: str) -> list[str]:
-    """One image path, or the image files of a folder (sorted); local or gs://."""
+    """One image path, the image files of a folder (sorted), or the RGB column of a file list
+    (`*.txt`, lines "<rgb> [<depth or None> [focal]]", paths relative to the list's folder
+    unless absolute or gs://, as the depth_files builder reads them); local or gs://."""
+    if path.lower().endswith(".txt") and storage.isfile(path):
+        folder = os.path.dirname(path)
+        rows = [r.split() for r in storage.read_text(path).splitlines()]
+        columns = [r[0] for r in rows if r and not r[0].startswith("#")]
+        return [
+            c if storage.is_remote(c) or os.path.isabs(c) else os.path.join(folder, c)
+            for c in columns
+        ]
     if storage.isdir(path):
         # os.path.join keeps both "folder/x.png" and "gs://b/folder/x.png" as given.
         return [
@@ -47,6 +60,17 @@ def list_inputs(path: str) -> list[str]:
     if not storage.exists(path):
         raise FileNotFoundError(f"--input {path!r} does not exist")
     return [path]
+
+
+def output_stems(inputs: Sequence[str]) -> list[str]:
+    """Output name stems: the file names, or, where two inputs share one (a file list over
+    several folders), the paths below the inputs' common folder with "/" -> "_"."""
+    names = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
+    if len(set(names)) == len(names):
+        return names
+    prefix = os.path.commonprefix([os.path.dirname(p) + "/" for p in inputs])
+    prefix = prefix[: prefix.rfind("/") + 1]
+    return [os.path.splitext(p[len(prefix) :])[0].replace("/", "_") for p in inputs]
 
 
 def write_ply(path: storage.PathLike, depth: np.ndarray, image: np.ndarray, focal: float) -> int:
@@ -157,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", default=None, help="config file instead of the workdir's config.json"
     )
     p.add_argument("--checkpoint", default="latest", help="latest | best | STEP (with --workdir)")
-    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument(
+        "--input", required=True, help="an image, a folder of images, or a file list (.txt)"
+    )
     p.add_argument("--output", required=True, help="output folder (created)")
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels: write .ply")
     p.add_argument("--flip_tta", default="blend", choices=("blend", "mean", "none"))
@@ -194,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mean = np.asarray(protocol.IMAGENET_MEAN, np.float32)
     std = np.asarray(protocol.IMAGENET_STD, np.float32)
     written, skipped = 0, []
-    for path in inputs:
+    for path, name in zip(inputs, output_stems(inputs), strict=True):
         try:
             with Image.open(io.BytesIO(storage.read_bytes(path))) as im:
                 image = np.asarray(im.convert("RGB"))
@@ -214,7 +240,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         depth = predictors[size]((model_in.astype(np.float32) / 255.0 - mean) / std)
         if size != (h, w):
             depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))
-        name = os.path.splitext(os.path.basename(path))[0]
         stem = os.path.join(args.output, name)  # as given: a local folder or gs://
         mm = np.clip(np.round(depth * MM_PER_M), 0, np.iinfo(np.uint16).max).astype(np.uint16)
         viz.save_png(stem + "_depth.png", mm)

@@ -85,31 +85,124 @@ def make_train_step(
     *,
     min_depth: float,
     max_depth: float = 0.0,
+    accum_steps: int = 1,
 ) -> Callable[[State, dict], tuple[State, dict]]:
     """train_step(state, batch) -> (state, metrics); batch = {"image", "depth"} (B, H, W, ...).
 
     The loss sees pixels with gt > min_depth, and gt <= max_depth when max_depth > 0.
-    """
 
-    def train_step(state: State, batch: dict) -> tuple[State, dict]:
-        step = state["step"]
-        depth = batch["depth"]  # (B, H, W) metres, 0 = invalid
+    `accum_steps` = K > 1 is gradient accumulation: the batch is split into K micro-batches
+    inside the step and one optimiser update is applied, so the global batch, the schedule and
+    the data order do not depend on K, and only one micro-batch's activations are alive at a
+    time (see `_accumulated_grads`). B / K must be a multiple of the data-parallel size.
+    """
+    if accum_steps < 1:
+        raise ValueError(f"accum_steps={accum_steps}; it must be >= 1")
+    if accum_steps > 1 and not hasattr(loss_fn, "finish"):
+        raise ValueError(
+            "gradient accumulation needs every loss term as a function of batch sums "
+            "(dgr_jax/losses/sums.py); this loss has a term without them"
+        )
+
+    def loss_mask(depth: jax.Array) -> jax.Array:
         valid = depth > min_depth
         if max_depth > 0:  # Depth Anything V2's metric_depth/train.py mask
             valid &= depth <= max_depth
+        return valid
+
+    def forward(params, rest, image, key):
+        """(pred (B, H, W, 1) float32, aux, updated rest) in training mode."""
+        model = model_def.merge(params, rest)
+        pred, aux = model(image, train=True, rngs=nnx.Rngs(dropout=key))
+        return pred.astype(jnp.float32), aux, ModelDef.split(model)[1]
+
+    def whole_batch_grads(state: State, batch: dict):
+        depth = batch["depth"]  # (B, H, W) metres, 0 = invalid
+        valid = loss_mask(depth)
+        key = jax.random.fold_in(state["rng"], state["step"])  # per-step randomness
 
         def compute_loss(params, rest):
-            model = model_def.merge(params, rest)
-            rngs = nnx.Rngs(dropout=jax.random.fold_in(state["rng"], step))  # per-step randomness
-            pred, aux = model(batch["image"], train=True, rngs=rngs)  # (B, H, W, 1)
-            loss, terms = loss_fn(pred.astype(jnp.float32), depth, valid)
+            pred, aux, new_rest = forward(params, rest, batch["image"], key)
+            loss, terms = loss_fn(pred, depth, valid)
             if "reg_loss" in aux:
                 loss = loss + aux["reg_loss"]
-            return loss, (terms, ModelDef.split(model)[1])
+            return loss, (terms, new_rest)
 
         (loss, (terms, new_rest)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
             state["params"], state["rest"]
         )
+        return loss, terms, new_rest, grads
+
+    def _accumulated_grads(state: State, batch: dict):
+        """Exactly the whole batch's loss and gradient, one micro-batch's activations at a time.
+
+        Every loss term is a function F of sums S = sum_k s_k over the micro-batches k
+        (dgr_jax/losses/sums.py), so dF/dparams = sum_k (dF/dS) . ds_k/dparams. Pass 1 runs the
+        forward of each micro-batch to get S (and the loss F(S)); pass 2 back-propagates each
+        micro-batch's s_k with the fixed cotangent dF/dS and sums the gradients. Cost: one
+        extra forward per micro-batch. Both passes draw micro-batch k's randomness from the
+        same key. BatchNorm normalises with each micro-batch's own statistics, and its running
+        averages are updated once per micro-batch, in order (as K smaller steps would).
+        """
+        k = accum_steps
+        if batch["image"].shape[0] % k:
+            raise ValueError(
+                f"batch of {batch['image'].shape[0]} does not split into {k} micro-batches"
+            )
+        params, step = state["params"], state["step"]
+        base_key = jax.random.fold_in(state["rng"], step)
+
+        # (B, ...) -> (B/K, K, ...) -> (K, B/K, ...): micro-batch k holds examples k, k+K, ...
+        # Each device's contiguous share of the batch splits into K local pieces, so the
+        # split moves no data between devices.
+        def split(x):
+            return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+
+        xs = (split(batch["image"]), split(batch["depth"]), jnp.arange(k))
+
+        def micro_stats(params, rest, image, depth, index):
+            pred, aux, new_rest = forward(params, rest, image, jax.random.fold_in(base_key, index))
+            stats = loss_fn.stats(pred, depth, loss_mask(depth))
+            reg = aux["reg_loss"] / k if "reg_loss" in aux else jnp.zeros((), jnp.float32)
+            return stats, reg, new_rest
+
+        def pass1(total, x):
+            stats, reg, _ = micro_stats(params, state["rest"], *x)
+            return jax.tree.map(jnp.add, total, (stats, reg)), None
+
+        first = jax.tree.map(lambda x: x[0], xs)
+        zeros = jax.tree.map(
+            lambda a: jnp.zeros(a.shape, a.dtype),
+            jax.eval_shape(lambda: micro_stats(params, state["rest"], *first)[:2]),
+        )
+        (summed, reg), _ = jax.lax.scan(pass1, zeros, xs)
+        (loss, terms), cotangent = jax.value_and_grad(loss_fn.finish, has_aux=True)(summed)
+        loss = loss + reg
+
+        def pass2(carry, x):
+            grads, rest = carry
+
+            def objective(p):
+                stats, reg, new_rest = micro_stats(p, rest, *x)
+                dot = sum(
+                    jnp.vdot(c, s)
+                    for c, s in zip(jax.tree.leaves(cotangent), jax.tree.leaves(stats))
+                )
+                return dot + reg, new_rest
+
+            g, new_rest = jax.grad(objective, has_aux=True)(params)
+            return (jax.tree.map(jnp.add, grads, g), new_rest), None
+
+        zero_grads = jax.tree.map(jnp.zeros_like, params)
+        (grads, new_rest), _ = jax.lax.scan(pass2, (zero_grads, state["rest"]), xs)
+        return loss, terms, new_rest, grads
+
+    def train_step(state: State, batch: dict) -> tuple[State, dict]:
+        step = state["step"]
+        if accum_steps == 1:
+            loss, terms, new_rest, grads = whole_batch_grads(state, batch)
+        else:
+            loss, terms, new_rest, grads = _accumulated_grads(state, batch)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         grad_norm = optax.global_norm(grads)
@@ -132,7 +225,7 @@ def make_train_step(
             "loss": loss,
             "grad_norm": grad_norm,
             "lr": schedule(step),
-            "valid_fraction": jnp.mean(valid.astype(jnp.float32)),
+            "valid_fraction": jnp.mean(loss_mask(batch["depth"]).astype(jnp.float32)),
             **{f"loss_{k}": v for k, v in terms.items()},
         }
         return new_state, metrics

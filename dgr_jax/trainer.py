@@ -35,7 +35,7 @@ from dgr_jax import (
     weights,
     xla_options,
 )
-from dgr_jax.data import datasets, pipeline, watchdog
+from dgr_jax.data import datasets, input_size, pipeline, watchdog
 from dgr_jax.data.prefetch import Prefetcher
 from dgr_jax.losses import make_loss
 from dgr_jax.metric_writer import MetricWriter, format_duration, plot_training_curves
@@ -100,6 +100,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"batch_size={config.batch_size} is not divisible by the {data_size} data-parallel "
             f"devices; use a multiple of {data_size} (or set mesh.data)"
         )
+    accum_steps = int(config.get("grad_accum_steps", 1))
+    if accum_steps < 1 or config.batch_size % (data_size * accum_steps):
+        raise TrainingError(
+            f"grad_accum_steps={accum_steps} with batch_size={config.batch_size} on "
+            f"{data_size} data-parallel devices: every micro-batch must split evenly over the "
+            f"devices, so batch_size must be a multiple of {data_size} x grad_accum_steps "
+            f"(= {data_size * max(accum_steps, 1)}); each device then runs "
+            "batch_size / (devices x grad_accum_steps) examples at a time"
+        )
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
 
@@ -114,6 +123,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             build_args=build_args,
         )
     multihost.sync("dataset_built")
+    resolved = input_size.resolve(config, data_dir)  # sizes written (0, 0): from the data
+    if resolved is not config:
+        config = resolved
+        _log(f"input size: {tuple(config.input.size)}")
+        if is_main:
+            jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
     train_source = datasets.open_split(
         config.input.dataset,
         config.input.split,
@@ -188,6 +203,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             schedule,
             min_depth=config.loss.min_depth,
             max_depth=float(config.loss.get("max_depth", 0.0)),
+            accum_steps=accum_steps,
         ),
         in_shardings=(state_sh, {"image": batch_sh, "depth": batch_sh}),
         out_shardings=(state_sh, repl),
@@ -299,7 +315,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t_log, step_log = time.perf_counter(), start_step
     t_start = time.perf_counter()
     step = start_step
-    _log(f"training steps {start_step} -> {config.total_steps} (batch {config.batch_size})")
+    micro = f", {accum_steps} micro-batches of {config.batch_size // accum_steps}"
+    _log(
+        f"training steps {start_step} -> {config.total_steps} (batch {config.batch_size}"
+        f"{micro if accum_steps > 1 else ''})"
+    )
     signal_handling.install()
     try:
         while step < config.total_steps:

@@ -4,6 +4,8 @@
         [--num_train N --num_test M --seed S --height H --width W]
     python -m dgr_jax.data.build nyu_depth_v2_bts --manual_dir M --data_dir D
     python -m dgr_jax.data.build kitti_depth_eigen --manual_dir M --data_dir D [--skip_missing]
+    python -m dgr_jax.data.build depth_files --manual_dir M --data_dir D --depth_scale 1000 \
+        [--max_depth 10] [--crop test=t,l,h,w]
 
 Prints the split sizes, the output directory and the time taken; count checks and skipped
 lines are logged to stderr. Problems with the user's files end with a short message (no
@@ -45,7 +47,29 @@ def main(argv: list[str] | None = None) -> int:
         help="real datasets: leave out list lines whose files are missing (counted in the log) "
         "instead of failing",
     )
+    p.add_argument(
+        "--depth_scale",
+        type=float,
+        default=1000.0,
+        help="depth_files: 16-bit PNG depth = value / depth_scale metres (1000: mm, 256: KITTI)",
+    )
+    p.add_argument(
+        "--max_depth", type=float, default=0.0, help="depth_files: depth beyond it is invalid"
+    )
+    p.add_argument(
+        "--crop",
+        action="append",
+        default=[],
+        metavar="SPLIT=T,L,H,W",
+        help="depth_files: crop a split's frames (top, left, height, width); repeatable",
+    )
     args = p.parse_args(argv)
+    crops = {}
+    for item in args.crop:
+        split, sep, value = item.partition("=")
+        if not sep or split not in ("train", "test", "val"):
+            p.error(f"--crop {item!r}: use SPLIT=top,left,height,width with SPLIT train|test|val")
+        crops[f"{split}_crop"] = value
     build_args = {
         "num_train": args.num_train,
         "num_test": args.num_test,
@@ -53,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "height": args.height,
         "width": args.width,
         "skip_missing": args.skip_missing,
+        "depth_scale": args.depth_scale,
+        "max_depth": args.max_depth,
+        **crops,
     }
     start = time.perf_counter()
     try:

@@ -6,7 +6,9 @@
 `config.loss.terms` maps term names (registered in `dgr_jax.registry.LOSSES`: "silog", "otdl",
 "mse", "l1") to weights; `config.loss.<name>`, where present, holds that term's static keyword
 arguments. Terms with weight 0 are not computed. `valid` is computed by the caller (the trainer:
-gt > loss.min_depth, and any dataset mask); the terms never re-threshold.
+gt > loss.min_depth, and any dataset mask); the terms never re-threshold. Every term is a
+function of sums over the batch (`loss_fn.stats` / `loss_fn.finish`, dgr_jax/losses/sums.py),
+which gradient accumulation uses to reproduce the global batch's loss exactly.
 """
 
 from __future__ import annotations
@@ -65,6 +67,20 @@ def make_loss(loss_cfg: Mapping[str, Any] | Any) -> LossFn:
         total = sum(weight * values[name] for name, weight, _, _ in terms)
         return jnp.asarray(total, jnp.float32), values
 
+    # Gradient accumulation (dgr_jax/steps.py) needs every term as a function of batch sums
+    # (dgr_jax/losses/sums.py): loss_fn.stats gives them for one micro-batch, loss_fn.finish
+    # turns their sum over micro-batches into (total, terms) exactly as loss_fn would.
+    if all(hasattr(fn, "stats") for _, _, fn, _ in terms):
+
+        def stats(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> dict[str, dict]:
+            return {name: fn.stats(pred, gt, valid, **kwargs) for name, _, fn, kwargs in terms}
+
+        def finish(summed: dict[str, dict]) -> tuple[jax.Array, dict[str, jax.Array]]:
+            values = {name: fn.finish(summed[name], **kwargs) for name, _, fn, kwargs in terms}
+            total = sum(weight * values[name] for name, weight, _, _ in terms)
+            return jnp.asarray(total, jnp.float32), values
+
+        loss_fn.stats, loss_fn.finish = stats, finish
     return loss_fn
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from dgr_jax import protocol
+from dgr_jax.losses import sums
 from dgr_jax.registry import LOSSES
 
 # Smallest depth (metres) inside a log or a reciprocal: keeps log(0) and 1/0 out of the loss.
@@ -37,22 +38,54 @@ def as_bhw(x: jax.Array) -> jax.Array:
     return x.astype(jnp.float32)
 
 
-def _masked_means(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Mean of x and of x^2 over the valid pixels of the whole batch, and the pixel count."""
-    v = valid.astype(jnp.float32)
-    count = jnp.sum(v)
-    denom = jnp.maximum(count, 1.0)
-    x = jnp.where(valid, x, 0.0)  # invalid pixels may hold anything, even inf
-    return jnp.sum(x) / denom, jnp.sum(x * x) / denom, count
-
-
 def _safe_sqrt(x: jax.Array) -> jax.Array:
     """sqrt(max(x, 0)) with a zero (not infinite) gradient where x <= 0."""
     positive = x > 0.0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
+def _log_ratio(pred: jax.Array, gt: jax.Array) -> jax.Array:
+    pred, gt = as_bhw(pred), as_bhw(gt)
+    return jnp.log(jnp.maximum(pred, DEPTH_FLOOR)) - jnp.log(jnp.maximum(gt, DEPTH_FLOOR))
+
+
+def silog_stats(
+    pred: jax.Array,
+    gt: jax.Array,
+    valid: jax.Array,
+    variance_focus: float = protocol.SILOG_VARIANCE_FOCUS,
+) -> dict[str, jax.Array]:
+    """SILog's batch sums: of d and d^2 over the valid pixels, and their count."""
+    del variance_focus  # used by silog_finish only
+    return sums.masked_sums(_log_ratio(pred, gt), valid)
+
+
+def silog_finish(
+    stats: dict[str, jax.Array], variance_focus: float = protocol.SILOG_VARIANCE_FOCUS
+) -> jax.Array:
+    """SILog from (possibly micro-batch-summed) `silog_stats`."""
+    mean_d, mean_d2 = sums.masked_means(stats)
+    return protocol.SILOG_SCALE * _safe_sqrt(mean_d2 - variance_focus * mean_d**2)
+
+
+def _sq_err_stats(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
+    return sums.masked_sums(as_bhw(pred) - as_bhw(gt), valid)
+
+
+def _abs_err_stats(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
+    return sums.masked_sums(jnp.abs(as_bhw(pred) - as_bhw(gt)), valid)
+
+
+def _mean_sq(stats: dict[str, jax.Array]) -> jax.Array:
+    return sums.masked_means(stats)[1]
+
+
+def _mean(stats: dict[str, jax.Array]) -> jax.Array:
+    return sums.masked_means(stats)[0]
+
+
 @LOSSES.register("silog")
+@sums.with_batch_sums(silog_stats, silog_finish)
 def silog(
     pred: jax.Array,
     gt: jax.Array,
@@ -70,23 +103,18 @@ def silog(
     Returns:
       Scalar float32; 0 with a zero gradient when no pixel is valid.
     """
-    pred, gt = as_bhw(pred), as_bhw(gt)
-    d = jnp.log(jnp.maximum(pred, DEPTH_FLOOR)) - jnp.log(jnp.maximum(gt, DEPTH_FLOOR))
-    mean_d, mean_d2, _ = _masked_means(d, valid)
-    return protocol.SILOG_SCALE * _safe_sqrt(mean_d2 - variance_focus * mean_d**2)
+    return silog_finish(silog_stats(pred, gt, valid), variance_focus)
 
 
 @LOSSES.register("mse")
+@sums.with_batch_sums(_sq_err_stats, _mean_sq)
 def mse(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> jax.Array:
     """Mean squared depth error (m^2) over the valid pixels of the batch; 0 if none."""
-    pred, gt = as_bhw(pred), as_bhw(gt)
-    _, mean_sq, _ = _masked_means(pred - gt, valid)
-    return mean_sq
+    return _mean_sq(_sq_err_stats(pred, gt, valid))
 
 
 @LOSSES.register("l1")
+@sums.with_batch_sums(_abs_err_stats, _mean)
 def l1(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> jax.Array:
     """Mean absolute depth error (m) over the valid pixels of the batch; 0 if none."""
-    pred, gt = as_bhw(pred), as_bhw(gt)
-    mean_abs, _, _ = _masked_means(jnp.abs(pred - gt), valid)
-    return mean_abs
+    return _mean(_abs_err_stats(pred, gt, valid))

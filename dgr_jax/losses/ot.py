@@ -71,6 +71,7 @@ from ott.solvers import linear
 from ott.solvers.linear import acceleration
 from ott.tools import sinkhorn_divergence
 
+from dgr_jax.losses import sums
 from dgr_jax.losses.depth import DEPTH_FLOOR, as_bhw
 from dgr_jax.registry import LOSSES
 
@@ -294,9 +295,21 @@ def otdl(
     return jnp.where(has_valid, values, 0.0).astype(jnp.float32)
 
 
+def otdl_stats(pred: jax.Array, gt: jax.Array, valid: jax.Array, **kwargs) -> dict:
+    """OTDL's batch sums: of the per-sample losses, and the count of samples with valid pixels."""
+    return {
+        "sum": jnp.sum(otdl(pred, gt, valid, **kwargs)),
+        "count": jnp.sum(jnp.any(valid, axis=(1, 2)).astype(jnp.float32)),
+    }
+
+
+def otdl_finish(stats: dict, **unused) -> jax.Array:
+    """Batch OTDL from (possibly micro-batch-summed) `otdl_stats`."""
+    return stats["sum"] / jnp.maximum(stats["count"], 1.0)
+
+
 @LOSSES.register("otdl")
+@sums.with_batch_sums(otdl_stats, otdl_finish)
 def otdl_loss(pred: jax.Array, gt: jax.Array, valid: jax.Array, **kwargs) -> jax.Array:
     """Batch OTDL: mean of `otdl` over the samples that have valid pixels (0 if none has)."""
-    per_sample = otdl(pred, gt, valid, **kwargs)
-    has_valid = jnp.any(valid, axis=(1, 2)).astype(jnp.float32)
-    return jnp.sum(per_sample) / jnp.maximum(jnp.sum(has_valid), 1.0)
+    return otdl_finish(otdl_stats(pred, gt, valid, **kwargs))
