@@ -194,6 +194,7 @@ def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, 
             f"  run done in {seconds[(run.arm, run.seed)] / 60:.1f} min; "
             f"{(time.perf_counter() - start) / 60:.1f} min for {i + 1} of {len(runs)} runs"
         )
+        runs_lib.stop_if_preempted(f"after the run of arm {run.arm} seed {run.seed}")
     return seconds
 
 
@@ -301,11 +302,13 @@ def _run_study(config: ml_collections.ConfigDict, workdir: str, command: str) ->
     constant = constant_depth_per_image(runs[0], eval_name, storage.join(workdir, "constant_depth"))
     stats = stats_lib.study_statistics(config, per_run, constant, metric_names)
     timing["statistics_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the statistics")
 
     t = time.perf_counter()
     first_seed = {name: next(r for r in runs if r.arm == name) for name in arm_names(config)}
     cost = cost_lib.measure_cost(config, first_seed, log=_log)
     timing["cost_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the cost measurements")
 
     t = time.perf_counter()
     writer = workdir_lib.is_writer()

@@ -6,7 +6,8 @@ configs key by key, allowing differences only under `may_differ` (the paper's ar
 "under identical data processing and loss conditions", method.md section 1);
 `ensure_trained` runs the real trainer (`dgr_jax.trainer.train_and_evaluate`) when the workdir
 has no finished run, and raises `dgr_jax.preemption.Preempted` when the run stopped early (so a
-study never goes on with an unfinished run).
+study never goes on with an unfinished run); `stop_if_preempted` ends a study between its phases
+on a SIGTERM that came after its last training step.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from dgr_jax import checkpoint, configlib, jsonio, storage
+from dgr_jax import checkpoint, configlib, jsonio, preemption, storage
 from dgr_jax.preemption import Preempted
 
 # dgr_jax/analysis/common/runs.py -> the repository root (configs/ lives there).
@@ -139,3 +140,26 @@ def ensure_trained(config: ml_collections.ConfigDict, workdir: str, log=print) -
     if step is None or step < config.total_steps:
         raise Preempted(step or 0)
     return True
+
+
+class PreemptedBetweenPhases(Preempted):
+    """SIGTERM outside training: every finished run is saved, nothing else needs saving."""
+
+    def __init__(self, where: str):
+        Exception.__init__(
+            self,
+            f"preempted {where}: every finished run is saved; rerun the same command to finish "
+            "the study",
+        )
+        self.step = None
+
+
+def stop_if_preempted(where: str) -> None:
+    """Multi-process: raise `PreemptedBetweenPhases` once any process got SIGTERM.
+
+    Call on every process at the same places (between a study's phases): the processes agree
+    there as the trainer's processes agree at a step (`preemption.reached_sync_point`), so a
+    SIGTERM after the last training step still ends the study in time, on every process.
+    """
+    if preemption.reached_sync_point():
+        raise PreemptedBetweenPhases(where)

@@ -168,6 +168,7 @@ def train_mask_nets(config, workdir: str, frozen: dict, mesh) -> tuple:
                 log=_log,
                 prefix=f"mask {name} lambda={lam:g}: ",
             )
+            runs_lib.stop_if_preempted(f"after the mask net of {name} lambda={lam:g}")
             params[name][lam] = (state["params"], state["rest"])
             histories[name][lam] = history
             if workdir_lib.is_writer():
@@ -198,6 +199,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     t = time.perf_counter()
     frozen, conditions = prepare_arms(config, workdir, mesh)
     timing["arms_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the arms' training")
 
     t = time.perf_counter()
     mask_def, mask_params, histories = train_mask_nets(config, workdir, frozen, mesh)
@@ -235,6 +237,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
         for name in order
     }
     timing["evaluation_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the evaluation")
 
     t = time.perf_counter()
     labels = {n: frozen[n].label for n in order}
