@@ -38,10 +38,18 @@ def main(argv: list[str]) -> int:
     # use it only where JAX_COMPILATION_CACHE_DIR names a directory every host shares.
     compile_cache.enable()
     from dgr_jax.data.builders.base import DatasetError
+    from dgr_jax.data.watchdog import EXIT_STALLED, InputStalled
+    from dgr_jax.preemption import EXIT_PREEMPTED, Preempted
     from dgr_jax.trainer import TrainingError, train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except Preempted as e:  # multi-process SIGTERM: every process saved the agreed step
+        print(e, flush=True)
+        return EXIT_PREEMPTED
+    except InputStalled as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_STALLED
     except (DatasetError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -32,8 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 
 from benchmarks import harness
-from dgr_jax import configlib, trainer
+from dgr_jax import configlib
 from dgr_jax.data import datasets, fake_manual, pipeline
+from dgr_jax.data.prefetch import Prefetcher
 
 # Fake copies shaped like the real datasets: (builder of the manual dir, its size argument).
 REAL_SHAPED = {
@@ -97,7 +98,7 @@ def train_rates(config, source, quick: bool, workers: int) -> dict:
         source, pp=cfg.input.pp_train, global_batch=batch, seed=0, workers=workers
     )
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    prefetch = trainer._Prefetcher(it, {"image": device, "depth": device}, cfg.input.prefetch)
+    prefetch = Prefetcher(it, {"image": device, "depth": device}, cfg.input.prefetch)
     try:
         step.run(prefetch.next()[0])  # warm-up: worker start, first batches
         steps = repeats + 1

@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.input.seed = -1
     c.input.workers = 0  # grain worker processes (0 = in-process)
     c.input.prefetch = 2
+    # Input stall watchdog: a run that gets no batch (or evaluation example) for this long stops
+    # with a message naming the data dir, split and reader; long enough for a pod's cold start
+    # on gs://. 0 turns it off.
+    c.input.stall_timeout_s = 600.0
 
     c.model = ml_collections.ConfigDict()
     # Encoder kwargs (dgr_jax/models/encoders/vit.py, resnet.py). `image_size`: the grid the

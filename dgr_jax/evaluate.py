@@ -16,14 +16,28 @@ import numpy as np
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
 from dgr_jax import paths, storage, xla_options
 from dgr_jax.data import datasets
+from dgr_jax.data import watchdog as input_watchdog
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
 
 HEADLINE = ("abs_rel", "rmse", "d1", "grad_err", "si_boundary_f1")
 
 
-def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> dict:
-    """{name: evaluator} for every entry of `config.evals` (datasets built if needed)."""
+def make_evaluators(
+    config: ml_collections.ConfigDict,
+    data_dir: str,
+    mesh,
+    *,
+    watchdog: input_watchdog.Watchdog | None = None,
+) -> dict:
+    """{name: evaluator} for every entry of `config.evals` (datasets built if needed).
+
+    Every read of an evaluator's data waits through `watchdog` (by default one with
+    `config.input.stall_timeout_s` and no stop request), so a source that stops answering ends
+    in `InputStalled` naming it instead of a hang.
+    """
+    if watchdog is None:
+        watchdog = input_watchdog.Watchdog(config.input.get("stall_timeout_s", 600))
     result = {}
     for name, cfg in config.evals.items():
         source = datasets.open_split(
@@ -33,6 +47,8 @@ def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> d
             manual_dir=config.input.manual_dir,
             build_args=dict(config.input.build),
         )
+        reader = input_watchdog.Reader(f"evaluator {name!r}", cfg.dataset, cfg.split, data_dir)
+        source = input_watchdog.WatchedSource(source, watchdog, reader)
         result[name] = EVALUATORS.get(cfg.type)(
             cfg, name=name, source=source, input_size=tuple(config.input.size), mesh=mesh
         )

@@ -10,8 +10,8 @@ resumes exactly from the latest checkpoint (state, optimizer, step, rng and data
 
 from __future__ import annotations
 
-import queue
-import signal
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -27,13 +27,16 @@ from dgr_jax import (
     multihost,
     optim,
     paths,
+    preemption,
     sharding,
+    signals,
     steps,
     storage,
     weights,
     xla_options,
 )
-from dgr_jax.data import datasets, pipeline
+from dgr_jax.data import datasets, pipeline, watchdog
+from dgr_jax.data.prefetch import Prefetcher
 from dgr_jax.losses import make_loss
 from dgr_jax.metric_writer import MetricWriter, format_duration, plot_training_curves
 
@@ -47,51 +50,6 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-class _Prefetcher:
-    """Background thread: next local batch -> global sharded arrays, with its iterator state.
-
-    Each queued item carries the iterator state *after* that batch, so a checkpoint taken after
-    consuming it resumes exactly at the following batch.
-    """
-
-    def __init__(self, it, shardings: dict, size: int = 2):
-        self._it, self._shardings = it, shardings
-        self._q: queue.Queue = queue.Queue(maxsize=size)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                local = next(self._it)
-                state = self._it.get_state()
-                batch = {
-                    k: jax.make_array_from_process_local_data(
-                        self._shardings[k], np.asarray(local[k])
-                    )
-                    for k in ("image", "depth")
-                }
-                while not self._stop.is_set():
-                    try:
-                        self._q.put((batch, state), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as e:  # surfaced in the training thread
-            self._q.put((e, None))
-
-    def next(self) -> tuple[dict, dict]:
-        item, state = self._q.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item, state
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def data_seed(config: ml_collections.ConfigDict) -> int:
     """Seed of the data order and augmentation: `input.seed`, or `seed` when that is < 0.
 
@@ -100,6 +58,19 @@ def data_seed(config: ml_collections.ConfigDict) -> int:
     """
     value = int(config.input.get("seed", -1))
     return int(config.seed) if value < 0 else value
+
+
+def _reached_preemption_sync_point(step: int) -> bool:
+    """Multi-process: True on every process at the same step once any process got SIGTERM.
+
+    JAX's preemption notifier (started by `jax.distributed.initialize`) owns SIGTERM there; the
+    agreed step is the processes' largest step + 1, so each call must use the next step number.
+    """
+    if not jax.config.jax_enable_preemption_service:
+        return False
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point(step)
 
 
 def _fetch(tree) -> Any:
@@ -207,7 +178,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---- Evaluators ------------------------------------------------------------------------
-    evaluators = evaluate.make_evaluators(config, data_dir, mesh)
+    # Every wait for input (training batches, evaluators' reads) is bounded by the stall
+    # watchdog and, in a single process, ended by SIGTERM (`stop`, set by signals.StopOnSignal).
+    stop = threading.Event()
+    dog = watchdog.Watchdog(config.input.get("stall_timeout_s", 600), stop)
+    evaluators = evaluate.make_evaluators(config, data_dir, mesh, watchdog=dog)
     predict = evaluate.make_predict_fn(model_def, state_sh, batch_sh)
 
     # ---- Input iterator (restored to the checkpoint's position) ----------------------------
@@ -225,17 +200,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 f"resume with the same value (got {config.input.workers}) so the data order matches"
             )
         it.set_state(data_state["iterator"])
-    prefetch = _Prefetcher(it, {"image": batch_sh, "depth": batch_sh}, size=config.input.prefetch)
+    reader = watchdog.Reader(
+        f"training input (grain, {config.input.workers} worker processes, prefetch thread)",
+        config.input.dataset,
+        config.input.split,
+        data_dir,
+    )
+    prefetch = Prefetcher(
+        it,
+        {"image": batch_sh, "depth": batch_sh},
+        size=config.input.prefetch,
+        watchdog=dog,
+        reader=reader,
+    )
     last_data_state = data_state["iterator"] if data_state else it.get_state()
 
     # ---- Loop -------------------------------------------------------------------------------
     writer = MetricWriter(
         workdir, enabled=is_main, resume_step=start_step if latest is not None else None
     )
-    stop_requested = threading.Event()
-    previous_handler = (
-        signal.signal(signal.SIGTERM, lambda *_: stop_requested.set()) if is_main else None
-    )
+    multiprocess = jax.process_count() > 1
+    signal_handling = signals.StopOnSignal(stop, ckpt.directory)
+    last_saved = latest  # the newest step saved (or being saved) by this run or the last
 
     def check_finite() -> None:
         bad = int(jax.device_get(state["nonfinite_step"]))
@@ -250,20 +236,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             )
 
     def save(step: int, metrics: dict | None = None) -> None:
+        nonlocal last_saved
         check_finite()
         writer.flush()  # log lines up to `step` are stored before the checkpoint commits
         ckpt.save(
             step, state, {"iterator": last_data_state, "workers": config.input.workers}, metrics
         )
+        last_saved = step
+
+    def stop_on_sigterm(step: int) -> dict:
+        # Single process, SIGTERM: save the last completed step (unless saved already or
+        # nothing was trained since the start) and return; `finally` waits for the commit.
+        if step > start_step and step != last_saved:
+            save(step)
+            _log(f"SIGTERM: saved step {step}; rerun the same command to resume")
+        else:
+            where = f"step {last_saved}" if last_saved is not None else "none"
+            _log(f"SIGTERM: nothing new to save (last checkpoint: {where}); rerun to resume")
+        return {}
+
+    def preempted(step: int) -> preemption.Preempted:
+        # Multi-process, the agreed step: every process saves it and waits for the commit.
+        if step != last_saved:
+            save(step)
+        ckpt.wait()
+        return preemption.Preempted(step)
+
+    def stalled(e: Exception, step: int) -> Exception:
+        where = f"step {last_saved} in {ckpt.directory}" if last_saved is not None else "none"
+        message = (
+            f"{e}. Stopped after step {step} without saving; the last checkpoint ({where}) is "
+            "intact; rerun the same command to resume from it"
+        )
+        if multiprocess:
+            # The other processes may wait for this one inside a collective: leave now (JAX's
+            # coordination service ends them once this process is gone).
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            status = watchdog.EXIT_STALLED
+            if isinstance(e, watchdog.StalledAtPreemption):
+                status = preemption.EXIT_PREEMPTED
+            os._exit(status)
+        return watchdog.InputStalled(message)
 
     pending: list[dict] = []
     t_log, step_log = time.perf_counter(), start_step
     t_start = time.perf_counter()
     step = start_step
     _log(f"training steps {start_step} -> {config.total_steps} (batch {config.batch_size})")
+    signal_handling.install()
     try:
         while step < config.total_steps:
-            batch, last_data_state = prefetch.next()
+            try:
+                batch, last_data_state = prefetch.next()
+            except watchdog.StopWaiting:  # SIGTERM while waiting for data (single process)
+                return stop_on_sigterm(step)
             state, metrics = train_step(state, batch)
             step += 1
             pending.append(metrics)
@@ -289,35 +315,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     f"step {step}/{config.total_steps} | loss {scalars['loss']:.4f} | "
                     f"lr {scalars['lr']:.2e} | {rate:.1f} img/s | ETA {format_duration(eta)}"
                 )
+            # Every process asks at every step; all get True at the same (agreed) step once
+            # any process got SIGTERM. Single process: the flag set by the SIGTERM handler.
+            if multiprocess and _reached_preemption_sync_point(step):
+                raise preempted(step)
+            if stop.is_set():
+                return stop_on_sigterm(step)
             if last:
                 break
             evaluated = None
             if evaluators and config.eval_every and step % config.eval_every == 0:
-                evaluated = evaluate.run_all(evaluators, predict, state, step=step)
+                try:
+                    evaluated = evaluate.run_all(evaluators, predict, state, step=step)
+                except watchdog.StopWaiting:  # SIGTERM inside the evaluation: abandon it
+                    return stop_on_sigterm(step)
                 writer.write_scalars(step, evaluated, kind="eval")
                 _log(f"eval step {step}: {evaluate.summary_line(evaluated)}")
-            if step % config.ckpt_every == 0 or stop_requested.is_set():
+            if stop.is_set():
+                return stop_on_sigterm(step)
+            if step % config.ckpt_every == 0:
                 save(step, evaluated)
-            if stop_requested.is_set():
-                _log(f"SIGTERM: saved step {step}; rerun the same command to resume")
-                return {}
             if evaluated is not None:  # keep evaluation time out of the training rate
                 t_log, step_log = time.perf_counter(), step
 
         # ---- Final evaluation: metrics, reports, pictures -----------------------------------
-        final_metrics = {}
-        if evaluators:
-            final_metrics = evaluate.run_all(
-                evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval")
-            )
-            writer.write_scalars(step, final_metrics, kind="eval")
-            writer.write_image_files(step, storage.join(workdir, "eval"))
-            _log(f"final eval step {step}: {evaluate.summary_line(final_metrics)}")
-        if step not in ckpt.all_steps():
-            save(step, final_metrics or None)
-        # The oracle constant-depth predictor under the same protocol: what "learned
-        # something" is measured against.
-        baselines = {name: evaluate.constant_baseline(ev) for name, ev in evaluators.items()}
+        try:
+            final_metrics = {}
+            if evaluators:
+                final_metrics = evaluate.run_all(
+                    evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval")
+                )
+                writer.write_scalars(step, final_metrics, kind="eval")
+                writer.write_image_files(step, storage.join(workdir, "eval"))
+                _log(f"final eval step {step}: {evaluate.summary_line(final_metrics)}")
+            if step not in ckpt.all_steps():
+                save(step, final_metrics or None)
+            # The oracle constant-depth predictor under the same protocol: what "learned
+            # something" is measured against.
+            baselines = {name: evaluate.constant_baseline(ev) for name, ev in evaluators.items()}
+        except watchdog.StopWaiting:  # SIGTERM during the final evaluation: rerun finishes it
+            return stop_on_sigterm(step)
         for name, base in baselines.items():
             _log(
                 f"constant-depth baseline {name}: abs_rel {base['abs_rel']:.4f} "
@@ -335,9 +372,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             writer.flush()
             plot_training_curves(workdir)
         return final_metrics
+    except (watchdog.InputStalled, watchdog.StalledAtPreemption) as e:
+        raise stalled(e, step) from None
     finally:
         prefetch.close()
         ckpt.close()
         writer.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        signal_handling.restore()
