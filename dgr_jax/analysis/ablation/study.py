@@ -30,8 +30,8 @@ runs; `common/bootstrap.py` the statistics).
    mechanical verdict of `config.verdict_rule`. Exploratory arms: the difference to
    `config.exploratory_reference` at the same seed, no verdict.
 4. Cost (`cost.py`): parameters, forward FLOPs and the train-step time of every main
-   arm (one process, arms interleaved, as ratios to the baseline); DGR's overhead against its
-   budget (<= 2% parameters, <= 3% FLOPs).
+   arm (arms interleaved in the study's processes, as ratios to the baseline); DGR's overhead
+   against its budget (<= 2% parameters, <= 3% FLOPs).
 5. Outputs in W (`outputs.py`): ablation.csv, per_image.csv, summary.json, summary.md,
    ablation.png, gradients.png, curves.png; config.json (the study's config).
 
