@@ -30,10 +30,14 @@ def main(argv: list[str]) -> int:
 
     compile_cache.enable()  # ~/.cache/dgr_jax/xla; DGR_JAX_NO_COMPILATION_CACHE=1 switches it off
     from dgr_jax.data.builders.base import DatasetError
+    from dgr_jax.data.watchdog import EXIT_STALLED, InputStalled
     from dgr_jax.evaluate import evaluate_checkpoint, nest
 
     try:
         metrics = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+    except InputStalled as e:  # config.input.stall_timeout_s without an example
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_STALLED
     except (DatasetError, FileNotFoundError, ValueError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

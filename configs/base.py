@@ -129,8 +129,14 @@ def depth_eval(
     batch_size: int = 8,
     num_pictures: int = 4,
     kb_crop: bool = False,
+    input_size: tuple[int, int] | None = None,
+    fit: str = "resize",
 ) -> ml_collections.ConfigDict:
-    """One `config.evals.<name>` entry for the standard depth evaluator."""
+    """One `config.evals.<name>` entry for the standard depth evaluator.
+
+    The model sees the evaluation frame, not the training crop: the test image as read (after the
+    KB crop), as the hosts' eval scripts feed it (dgr_jax/evaluators/frame.py).
+    """
     return ml_collections.ConfigDict(
         {
             "type": "depth",
@@ -145,6 +151,14 @@ def depth_eval(
             "min_depth": protocol.MIN_DEPTH_EVAL,
             "max_depth": max_depth,
             "flip_tta": flip_tta,  # "blend" (NeWCRFs post_process_depth) | "mean" | "none"
+            # (H, W) the frame is resized to (bilinear, prediction back); None: the frame as
+            # read (480x640 NYU, 352x1216 KITTI after the KB crop), what the hosts evaluate.
+            "input_size": ml_collections.FieldReference(input_size, field_type=tuple),
+            # A frame whose sides are not multiples of what the model needs (Swin hosts 32,
+            # ViT its patch): "resize" to the nearest multiple and back (the hosts' demo.py) |
+            # "pad" with zeros after normalisation, prediction cropped (their Swin backbone) |
+            # "none" (refuse).
+            "fit": fit,
             "batch_size": batch_size,
             "num_pictures": num_pictures,
             "num_images": -1,  # -1: the whole split

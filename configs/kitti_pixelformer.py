@@ -54,14 +54,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.name = "adam"
     c.optim.lr = protocol.PIXELFORMER_LR
     c.optim.weight_decay = 0.0
-    test = base.depth_eval(DATASET, crop="garg", max_depth=protocol.KITTI_MAX_DEPTH)
-    # The model sees the KB-cropped 352x1216 frame (PixelFormer --do_kb_crop).
-    test.kb_crop = True
-    c.evals.test = test
+    # PixelFormer configs/arguments_eval_kittieigen.txt: --input_height 352 --input_width 1216
+    # --do_kb_crop --garg_crop --min_depth_eval 1e-3 --max_depth_eval 80; eval.py (a copy of
+    # NeWCRFs') feeds the KB-cropped 352x1216 frame unchanged, and so does the evaluation during
+    # training (arguments_train_kittieigen.txt, online_eval mode). input_size None.
+    c.evals.test = base.depth_eval(
+        DATASET, crop="garg", max_depth=protocol.KITTI_MAX_DEPTH, kb_crop=True
+    )
     if arg == "smoke":
         c.total_steps = 4
         c.input.size = (64, 96)
         c.input.pp_train = "flip|random_crop(64,96)|normalize"
         c.loss.otdl.grid_size = (8, 12)
+        c.evals.test.input_size = c.input.size  # tiny model, tiny evaluation (tests only)
     c.lock()
     return c

@@ -28,12 +28,11 @@ DATASET = "kitti_depth_eigen"
 
 
 def _kitti_eval(crop: str) -> ml_collections.ConfigDict:
-    ev = base.depth_eval(DATASET, crop=crop, max_depth=protocol.KITTI_MAX_DEPTH)
-    # The model sees the KB-cropped 352x1216 frame (NeWCRFs --do_kb_crop). TODO(merge): the
-    # evaluators branch adds `kb_crop` to base.depth_eval (default False); then pass
-    # kb_crop=True there. Setting the key here works before and after that change.
-    ev.kb_crop = True
-    return ev
+    # BTS pytorch/arguments_test_eigen.txt (and NeWCRFs / PixelFormer arguments_eval_kittieigen):
+    # --input_height 352 --input_width 1216 --do_kb_crop: the model sees the KB-cropped
+    # 352x1216 frame unchanged (a multiple of the patch, 16), in the evaluation during training
+    # too (BTS arguments_train_eigen.txt online eval, same dataloader path). input_size None.
+    return base.depth_eval(DATASET, crop=crop, max_depth=protocol.KITTI_MAX_DEPTH, kb_crop=True)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -69,5 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.encoder.update({"variant": "tiny_test"})
         c.model.decoder.features = 16
         c.loss.otdl.grid_size = (8, 12)
+        for ev in c.evals.values():
+            ev.input_size = c.input.size  # tiny model, tiny evaluation (tests only)
     c.lock()
     return c

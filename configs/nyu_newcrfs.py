@@ -98,11 +98,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.name = "adam"
     c.optim.lr = protocol.NEWCRFS_LR
     c.optim.weight_decay = 0.0
+    # NeWCRFs configs/arguments_eval_nyu.txt: --input_height 480 --input_width 640 --eigen_crop
+    # --min_depth_eval 1e-3 --max_depth_eval 10; the 480x640 test frame as read, in the
+    # evaluation during training too (arguments_train_nyu.txt). input_size None.
     c.evals.test = base.depth_eval(DATASET, crop="eigen", max_depth=protocol.NYU_MAX_DEPTH)
     if arg == "smoke":
         c.total_steps = 4
         c.input.size = (64, 96)
         c.input.pp_train = "flip|random_crop(64,96)|normalize"
         c.loss.otdl.grid_size = (8, 12)
+        c.evals.test.input_size = c.input.size  # tiny model, tiny evaluation (tests only)
     c.lock()
     return c

@@ -58,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.otdl.grid_size = (protocol.NYU_HEIGHT // 8, protocol.NYU_WIDTH // 8)
     c.loss.terms.otdl = protocol.OTDL_WEIGHT  # one weight for every config (dgr_jax/protocol.py)
     c.optim.lr = protocol.PIXELFORMER_LR
+    # BTS pytorch/arguments_test_nyu.txt (--input_height 480 --input_width 640) with the
+    # NeWCRFs eval arguments (--eigen_crop, 1e-3 < gt < 10): the 480x640 frame as read, a
+    # multiple of the patch (16); the evaluation during training is the same. input_size None.
     c.evals.test = base.depth_eval(dataset, crop="eigen", max_depth=protocol.NYU_MAX_DEPTH)
     if arg == "smoke":
         c.total_steps = 4
@@ -67,5 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.encoder.update({"variant": "tiny_test", "image_size": c.input.size})
         c.model.decoder.features = 16
         c.loss.otdl.grid_size = (8, 12)
+        c.evals.test.input_size = c.input.size  # tiny model, tiny evaluation (tests only)
     c.lock()
     return c

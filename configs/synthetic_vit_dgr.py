@@ -54,6 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.otdl.grid_size = (16, 20)  # 1/8 of 128x160
     c.loss.terms.otdl = protocol.OTDL_WEIGHT  # lambda_ot = 500, as every config: configs/base.py
     c.model.head.max_depth = protocol.NYU_MAX_DEPTH
+    # Ours (no host evaluates this data): the rendered frame as read (input.build height x
+    # width, equal to the training size), flip blend as the hosts; input_size None.
     c.evals.test = base.depth_eval(
         "synthetic_depth/indoor", crop="none", max_depth=protocol.NYU_MAX_DEPTH
     )

@@ -6,7 +6,9 @@ whole checkpoints. Kept: the latest `keep` steps plus the best one by the main e
 metric (orbax's `max_to_keep` together with `best_fn` would delete the latest; a preservation
 policy keeps both). Every process calls save/restore (multi-host); orbax coordinates.
 On gs:// (a pod's work directory) orbax marks a finished step with a `commit_success.txt` file
-instead of a rename, and tensorstore writes the arrays; nothing here differs.
+instead of a rename, and tensorstore writes the arrays; nothing here differs. Files and
+folders get the umask's modes (orbax and tensorstore create them as ordinary files; checked
+under umask 022 and 077 by tests/test_permissions.py), so nothing here sets any.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ compiled afresh, and the fresh executable takes its place.
 Where:
   - `JAX_COMPILATION_CACHE_DIR`, when set, is used as is (JAX's own variable);
   - otherwise `$XDG_CACHE_HOME/dgr_jax/xla` (default `~/.cache/dgr_jax/xla`): per user and per
-    machine, which is what it must be (executables are specific to the machine's devices);
+    machine, which is what it must be (executables are specific to the machine's devices),
+    and created 0700 whatever the umask (see `make_private_dir`: JAX runs what it finds there);
   - `DGR_JAX_NO_COMPILATION_CACHE=1` switches it off, whatever else is set.
 Entries of programs that compile in under `MIN_COMPILE_SECONDS` are not written (reading a file
 costs about as much); the directory is kept under `MAX_BYTES` by JAX's least-recently-used
@@ -60,6 +61,23 @@ def default_dir() -> str:
     return os.path.join(base, "dgr_jax", "xla")
 
 
+def make_private_dir(path: str) -> None:
+    """Create the per-user default cache folder readable and writable by its owner only (0700).
+
+    JAX runs whatever executable an entry holds (the header check is a checksum, not a
+    signature), so whoever can write here can run code as the user: under a umask that lets
+    a shared group write (002 with a common group), the folder must still be the user's own.
+    Nobody else gains by reading it either: the entries are for this user's programs on this
+    machine, and every account has its own default cache. The entries inside follow the umask
+    (JAX writes them as ordinary files); an existing folder is left as it is. A directory
+    named with `JAX_COMPILATION_CACHE_DIR` is the user's choice (it may be meant to be shared,
+    by hosts or a group) and is not created or changed here.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+
+
 def disabled() -> bool:
     """True when `DGR_JAX_NO_COMPILATION_CACHE` is set to anything but "", "0" or "false"."""
     return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
@@ -82,7 +100,7 @@ def enable() -> str | None:
     if not path:
         path = default_dir()
         try:
-            os.makedirs(path, exist_ok=True)
+            make_private_dir(path)
         except OSError as e:  # a read-only home: run without the cache rather than fail
             print(f"compilation cache off: cannot create {path} ({e})", flush=True)
             return None

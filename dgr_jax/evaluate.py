@@ -17,6 +17,7 @@ import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
 from dgr_jax import paths, storage, xla_options
 from dgr_jax.data import datasets
 from dgr_jax.data import watchdog as input_watchdog
+from dgr_jax.evaluators import frame
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
 
@@ -50,9 +51,46 @@ def make_evaluators(
         reader = input_watchdog.Reader(f"evaluator {name!r}", cfg.dataset, cfg.split, data_dir)
         source = input_watchdog.WatchedSource(source, watchdog, reader)
         result[name] = EVALUATORS.get(cfg.type)(
-            cfg, name=name, source=source, input_size=tuple(config.input.size), mesh=mesh
+            cfg,
+            name=name,
+            source=source,
+            input_size=data_frame(config, name),
+            mesh=mesh,
+            multiple=frame.input_multiple(config.model),
         )
     return result
+
+
+def data_frame(config: ml_collections.ConfigDict, eval_name: str) -> tuple[int, int]:
+    """The evaluation frame (H, W) of `config.evals.<eval_name>` before any fit to the model:
+    its `input_size` if set, else the test frame as read (after the KB crop), known from the
+    protocol constants or the synthetic build arguments (`evaluators/frame.py`)."""
+    cfg = config.evals[eval_name]
+    configured = frame.configured_size(cfg.get("input_size"))
+    if configured is not None:
+        return configured
+    build = config.input.get("build")
+    return frame.dataset_frame(
+        str(cfg.dataset),
+        kb_crop=bool(cfg.get("kb_crop", False)),
+        build_args=None if build is None else dict(build),
+    )
+
+
+def eval_frame_size(config: ml_collections.ConfigDict, eval_name: str) -> tuple[int, int]:
+    """(H, W) of the images the model sees for evaluator `eval_name`, without reading data.
+
+    The evaluation frame (`data_frame`: NYU 480x640, KITTI KB crop 352x1216, synthetic its build
+    size, or `input_size`), fitted to what the model needs (`frame.fitted_size`: the nearest or
+    next multiple of 32 / the ViT patch when the frame is not one, as `fit` says). The depth
+    evaluator compiles its predict function at exactly this shape.
+    """
+    cfg = config.evals[eval_name]
+    return frame.fitted_size(
+        data_frame(config, eval_name),
+        frame.input_multiple(config.model),
+        str(cfg.get("fit", "resize")),
+    )
 
 
 def make_predict_fn(model_def: ModelDef, state_shardings: dict, batch_sharding) -> Callable:

@@ -9,8 +9,11 @@ Per image `<name>` it writes:
   <name>.npy         float32 depth in metres at the input image's size
   <name>.ply         with --focal: a coloured point cloud (pinhole, principal point at the
                      image centre), in metres, camera frame x right / y down / z forward
-The model runs at the training size of the workdir's config (or, for --weights, the image size
-rounded to a multiple of 32); the image is resized to it and the depth back (bilinear). Files
+The model sees each image as read, like the evaluation frame (the hosts' test.py feed the frame
+unchanged): no resize when its sides are multiples of what the model needs (32 for the Swin
+hosts, the patch for a ViT); otherwise it is resized (bilinear) to the nearest multiples and
+the depth back, as the hosts' demo.py resize every frame. --input_size H W resizes every image
+to H x W instead (and the depth back). Files
 that cannot be read are reported by name and skipped; the others finish. --workdir, --weights,
 --input and --output may be gs:// URLs.
 """
@@ -133,8 +136,14 @@ class Predictor:
         return np.asarray(depth)[0, ..., 0]
 
 
-def _round32(n: int) -> int:
-    return max(32, int(round(n / 32.0)) * 32)
+def model_input_size(image_size, model_cfg, input_size=None) -> tuple[int, int]:
+    """(H, W) the model sees for an image: `input_size` if given, else the image as read,
+    fitted to the model's multiple by resizing (`evaluators.frame`)."""
+    from dgr_jax.evaluators import frame
+
+    if input_size:
+        return int(input_size[0]), int(input_size[1])
+    return frame.fitted_size(image_size, frame.input_multiple(model_cfg), "resize")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="output folder (created)")
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels: write .ply")
     p.add_argument("--flip_tta", default="blend", choices=("blend", "mean", "none"))
+    p.add_argument(
+        "--input_size", type=int, nargs=2, default=None, metavar=("H", "W"),
+        help="resize every image to H x W for the model (default: the image as read)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     from dgr_jax import compile_cache
 
@@ -190,17 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"skipped {path}: cannot read it as an image ({e})", file=sys.stderr)
             continue
         h, w = image.shape[:2]
-        if args.workdir:
-            size = tuple(int(s) for s in config.input.size)
-        else:
-            size = (_round32(h), _round32(w))
+        size = model_input_size((h, w), config.model, args.input_size)
         if size not in predictors:
             with config.unlocked():
                 config.input.size = size
             predictors[size] = Predictor(config, workdir, args.checkpoint, args.flip_tta)
-        model_in = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+        model_in = image
+        if size != (h, w):
+            model_in = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
         depth = predictors[size]((model_in.astype(np.float32) / 255.0 - mean) / std)
-        depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))
+        if size != (h, w):
+            depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))
         name = os.path.splitext(os.path.basename(path))[0]
         stem = os.path.join(args.output, name)  # as given: a local folder or gs://
         mm = np.clip(np.round(depth * MM_PER_M), 0, np.iinfo(np.uint16).max).astype(np.uint16)

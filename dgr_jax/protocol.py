@@ -53,6 +53,9 @@ KITTI_FOCAL = 721.5377
 # bottom edge is the image's bottom edge, centred horizontally:
 #   top = H - 352, left = int((W - 1216) / 2).
 KB_CROP_HEIGHT, KB_CROP_WIDTH = 352, 1216
+# KITTI frame without the KB crop: the 375x1242 frames of the 2011_09_26 drives (the other
+# calibration days' frames are 370x1224 to 376x1241). Used only where no KB crop is taken.
+KITTI_FULL_FRAME = (375, 1242)
 # KITTI training random crop after the KB crop (NeWCRFs/PixelFormer arguments_train_kittieigen).
 KITTI_TRAIN_CROP = (352, 1120)
 
@@ -179,6 +182,7 @@ STANDARD_PROTOCOLS = {
         "min_depth": MIN_DEPTH_EVAL,
         "max_depth": NYU_MAX_DEPTH,
         "flip_tta": "blend",
+        "resize": "none",  # the 480x640 frame as read (their eval dataloaders never resize)
         "num_images": NYU_TEST_COUNT,
     },
     "kitti": {
@@ -188,6 +192,7 @@ STANDARD_PROTOCOLS = {
         "min_depth": MIN_DEPTH_EVAL,
         "max_depth": KITTI_MAX_DEPTH,
         "flip_tta": "blend",
+        "resize": "none",  # the KB-cropped 352x1216 frame as read
         "num_images": KITTI_EIGEN_TEST_WITH_GT,
     },
 }

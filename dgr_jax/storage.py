@@ -8,6 +8,11 @@ local folder. Local paths behave as before (made absolute, `~` expanded).
   atomically where the store allows it: locally through a temporary file and `os.replace`; on
   an object store an upload only becomes visible when complete, so the object is written
   directly (a rename there is a copy plus a delete, not atomic, and slow).
+- Local files get the permissions an ordinary `open(path, "w")` gives them: 0666 less the
+  process's umask (0644 under umask 022, 0600 under 077), or what the folder's default ACL
+  says. The temporary file is created with mode 0666 and the kernel applies the umask or ACL,
+  as for any new file (`tempfile.mkstemp` would give 0600 whatever the umask, and the rename
+  would keep it). Objects on a store have no modes: access there is the bucket's IAM.
 - Object stores cannot append. `Appender` (the JSONL logs, TensorBoard event files) buffers and
   appends a batch at a time: on gs:// by composing the object with an uploaded segment (one
   upload of the new bytes, never a rewrite of the file); on other object stores by rewriting
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 import time
 import uuid
 from typing import Any
@@ -118,8 +123,10 @@ def read_text(p: PathLike) -> str:
 def write_bytes(p: PathLike, data: bytes) -> None:
     """Write a whole small file atomically: a reader sees the old content or the new one.
 
-    Local: a temporary file in the same folder, then `os.replace` (folders are created). Object
-    store: one upload, which becomes visible only once complete.
+    Local: a temporary file in the same folder, then `os.replace` (folders are created); the
+    file gets the mode a new file gets under the process's umask (see the module docstring),
+    whatever the mode of the file it replaces. Object store: one upload, which becomes visible
+    only once complete.
     """
     target = path(p)
     if is_remote(target):
@@ -128,8 +135,7 @@ def write_bytes(p: PathLike, data: bytes) -> None:
         return
     directory = os.path.dirname(os.fspath(target))
     os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(target.name)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    fd, tmp = _new_temporary(directory, os.path.splitext(target.name)[1])
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -138,6 +144,30 @@ def write_bytes(p: PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# As tempfile.mkstemp (exclusive, no symlink followed, not inherited by children), but mode
+# 0666: the kernel takes the umask (or the folder's default ACL) off it, as for any new file.
+# Nothing reads or sets the umask here, so no thread can race on it (os.umask is process-wide).
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _new_temporary(directory: str, suffix: str) -> tuple[int, str]:
+    """(fd, path) of a new empty file `.tmp-<random><suffix>` in `directory`."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {directory}")
 
 
 def write_text(p: PathLike, text: str) -> None:

@@ -162,6 +162,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state = weights.apply_init_weights(state, init_weights, state_sh)
             _log(init_weights.report)
     start_step = int(jax.device_get(state["step"]))
+    if jax.process_count() > 1:
+        # Report the starting step to the preemption sync point now: a notice that comes while
+        # the step compiles then agrees on start_step + 1 (with no step reported yet, JAX's sync
+        # protocol has nothing to agree on and the notice would be lost).
+        _reached_preemption_sync_point(start_step)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
     _log(
         f"model: {n_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)}; "

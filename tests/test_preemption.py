@@ -19,9 +19,11 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
+from dgr_jax import configlib
 from dgr_jax.preemption import EXIT_PREEMPTED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +79,7 @@ def _finish(procs, logs, timeout=600) -> str:
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
+                q.wait()
     return "".join(f"--- process {i}\n{log.read_text()[-3000:]}" for i, log in enumerate(logs))
 
 
@@ -104,12 +107,13 @@ def test_sigterm_saves_the_agreed_step_on_every_process_and_resumes_exactly(
     data_dir, want = reference
     workdir = tmp_path / "run"
     procs, logs = _start(workdir, data_dir, tmp_path, "interrupted")
-    deadline = time.monotonic() + 300
+    deadline, training = time.monotonic() + 600, False
     while time.monotonic() < deadline and all(p.poll() is None for p in procs):
         if "step 3/" in logs[0].read_text():
+            training = True
             break
         time.sleep(0.05)
-    assert all(p.poll() is None for p in procs), _finish(procs, logs)
+    assert training and all(p.poll() is None for p in procs), _finish(procs, logs, timeout=1)
     sent = time.monotonic()
     for pid in targets:
         procs[pid].send_signal(signal.SIGTERM)
@@ -138,3 +142,88 @@ def test_sigterm_saves_the_agreed_step_on_every_process_and_resumes_exactly(
     got = _losses(workdir)
     assert sorted(got) == sorted(want) == list(range(1, TOTAL + 1))
     np.testing.assert_allclose([got[s] for s in want], [want[s] for s in want], rtol=1e-6)
+
+
+# ---- One process: SIGTERM saves the last completed step, also from inside an evaluation -------
+
+
+def _config(data_dir, **overrides) -> ml_collections.ConfigDict:
+    config = configlib.load(os.path.join(ROOT, "configs/synthetic_cnn.py:smoke"))
+    with config.unlocked():
+        config.data_dir = str(data_dir)
+        config.total_steps = 6
+        config.log_every = 1
+        config.ckpt_every = 100
+        config.eval_every = 2
+        config.evals.test.num_pictures = 0
+        config.loss.terms.otdl = 0.0
+        for key, value in overrides.items():
+            configlib.set_by_path(config, key, value)
+    return config
+
+
+@pytest.fixture(scope="module")
+def one_process_reference(tmp_path_factory):
+    """(config, losses) of one uninterrupted single-process run, shared by the cases below."""
+    from dgr_jax.trainer import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("one_process")
+    config = _config(root / "data")
+    train_and_evaluate(config, str(root / "reference"))
+    return config, _losses(root / "reference")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["step", "evaluation"])
+def test_one_process_sigterm_saves_the_step_and_resumes_exactly(
+    one_process_reference, tmp_path, monkeypatch, where
+):
+    from dgr_jax import evaluate
+    from dgr_jax.evaluators.depth_eval import DepthEvaluator
+    from dgr_jax.metric_writer import MetricWriter
+    from dgr_jax.trainer import train_and_evaluate
+
+    config, want = one_process_reference
+
+    def sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)  # the signal thread sets the stop flag
+
+    if where == "step":  # after step 3 was logged: saved at step 3
+        write = MetricWriter.write_scalars
+
+        def write_scalars(self, step, scalars, kind="train"):
+            write(self, step, scalars, kind=kind)
+            if step == 3 and kind == "train":
+                sigterm()
+
+        monkeypatch.setattr(MetricWriter, "write_scalars", write_scalars)
+        expected = 3
+    else:  # inside the evaluation at step 4: abandoned, step 4 saved without its metrics
+        run_all, load, armed = evaluate.run_all, DepthEvaluator._load, []
+
+        def run_all_at(evaluators, predict, state, *, step, out_root=None):
+            armed.append(step == 4)
+            return run_all(evaluators, predict, state, step=step, out_root=out_root)
+
+        def _load(self, index):
+            if armed and armed[-1]:
+                armed.append(False)  # once
+                sigterm()
+            return load(self, index)
+
+        monkeypatch.setattr(evaluate, "run_all", run_all_at)
+        monkeypatch.setattr(DepthEvaluator, "_load", _load)
+        expected = 4
+    run = tmp_path / "run"
+    assert train_and_evaluate(config, str(run)) == {}
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [expected]
+    monkeypatch.undo()
+    train_and_evaluate(config, str(run))
+    got = _losses(run)
+    assert sorted(got) == sorted(want) == list(range(1, 7))
+    np.testing.assert_allclose([got[s] for s in want], [want[s] for s in want], rtol=1e-6)
+    if where == "evaluation":
+        with open(run / "eval_metrics.jsonl") as f:
+            # 2 (before SIGTERM) and 6 (the rerun's final evaluation); the one at 4 was abandoned
+            assert [r["step"] for r in map(json.loads, f)] == [2, 6]

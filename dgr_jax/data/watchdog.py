@@ -100,6 +100,8 @@ class Watchdog:
 
     def get(self, q: queue.Queue, reader: Reader) -> Any:
         """The next item of `q`, or one of the exceptions above."""
+        if self.stop is not None and self.stop.is_set():  # e.g. between an evaluation's reads
+            raise StopWaiting(reader.describe())
         try:
             return q.get(timeout=POLL_S)
         except queue.Empty:

@@ -5,8 +5,10 @@ constants in `dgr_jax/protocol.py`, method.md section 5):
 1. Optional KITTI KB crop of image and ground truth to 352x1216 (`kb_crop`). With
    crop="garg_full_res" only the image is cropped; the prediction is pasted back into a zero map
    of the full frame at the KB offsets and the Garg crop is taken on the full-resolution GT (BTS).
-2. ImageNet normalisation; the image is resized (bilinear) to the model input size when it
-   differs (the hosts never need this at 480x640 / 352x1216).
+2. ImageNet normalisation. The model sees the evaluation frame (`frame.py`): the image as
+   read (480x640, 352x1216: the hosts' eval dataloaders never resize), or `input_size` when a
+   config sets one; a frame that is not a multiple of the model's stride is resized to the
+   nearest multiple or zero-padded, as `fit` says, and the protocol says which.
 3. Prediction, with horizontal-flip TTA: "blend" (NeWCRFs post_process_depth, the published
    numbers), "mean" or "none".
 4. The prediction is resized (bilinear) to the ground-truth size when it differs, clamped to
@@ -43,7 +45,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dgr_jax import protocol, storage, viz
-from dgr_jax.evaluators import crops, distributed, report
+from dgr_jax.evaluators import crops, distributed, frame, report
 from dgr_jax.evaluators.edges import compute_edge_metrics, edge_metric_names
 from dgr_jax.evaluators.metrics import METRIC_NAMES, aggregate, as_bhw, compute_depth_metrics
 from dgr_jax.evaluators.tta import FLIP_TTA_MODES, flip_blend
@@ -68,18 +70,26 @@ def _resize_image(image: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jax.image.resize(image.astype(jnp.float32), (*size, 3), "linear", antialias=False)
 
 
-def _normalise(images: jax.Array, flip: bool) -> tuple[jax.Array, jax.Array | None]:
-    """(B, H, W, 3) uint8 / float in [0, 255] -> ImageNet-normalised float32 (and its mirror)."""
+def _normalise(
+    images: jax.Array, flip: bool, pad: tuple[int, int] = (0, 0)
+) -> tuple[jax.Array, jax.Array | None]:
+    """(B, H, W, 3) uint8 / float in [0, 255] -> ImageNet-normalised float32 (and its mirror),
+    each zero-padded by `pad` rows / columns at the bottom / right (after the flip)."""
     mean = jnp.asarray(protocol.IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(protocol.IMAGENET_STD, jnp.float32)
     x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    return x, (jnp.flip(x, axis=2) if flip else None)
+    x_flipped = jnp.flip(x, axis=2) if flip else None
+    if pad != (0, 0):
+        widths = ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0))
+        x = jnp.pad(x, widths)
+        x_flipped = None if x_flipped is None else jnp.pad(x_flipped, widths)
+    return x, x_flipped
 
 
 @functools.cache
-def _jitted_normalise(sharding: NamedSharding, flip: bool) -> Callable:
+def _jitted_normalise(sharding: NamedSharding, flip: bool, pad: tuple[int, int]) -> Callable:
     # Cached so evaluators built repeatedly (periodic eval, tests) share compilations.
-    return jax.jit(functools.partial(_normalise, flip=flip), out_shardings=sharding)
+    return jax.jit(functools.partial(_normalise, flip=flip, pad=pad), out_shardings=sharding)
 
 
 def final_prediction(
@@ -91,16 +101,23 @@ def final_prediction(
     paste_kb: bool,
     min_depth: float,
     max_depth: float,
+    crop_to: tuple[int, int] | None = None,
 ) -> jax.Array:
     """Raw model outputs -> the prediction the metrics see, (B, H_gt, W_gt).
 
-    Flip TTA, bilinear resize to the ground-truth size (or to the 352x1216 KB window when
-    `paste_kb`), clamp to [min_depth, max_depth] (NaN -> min, inf -> max), then for `paste_kb`
-    paste into zeros of the full frame (BTS clamps before pasting, so the outside stays 0).
+    The top-left `crop_to` (the frame of a zero-padded input), flip TTA, bilinear resize to
+    the ground-truth size (or to the 352x1216 KB window when `paste_kb`), clamp to
+    [min_depth, max_depth] (NaN -> min, inf -> max), then for `paste_kb` paste into zeros of
+    the full frame (BTS clamps before pasting, so the outside stays 0).
     """
     pred = as_bhw(pred).astype(jnp.float32)
+    if crop_to is not None:
+        pred = pred[:, : crop_to[0], : crop_to[1]]
     if pred_flipped is not None and flip_tta != "none":
-        pred = flip_blend(pred, as_bhw(pred_flipped).astype(jnp.float32), flip_tta)
+        pred_flipped = as_bhw(pred_flipped).astype(jnp.float32)
+        if crop_to is not None:
+            pred_flipped = pred_flipped[:, : crop_to[0], : crop_to[1]]
+        pred = flip_blend(pred, pred_flipped, flip_tta)
     target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if paste_kb else tuple(gt_size)
     if pred.shape[1:] != target:
         pred = jax.image.resize(pred, (pred.shape[0], *target), "linear", antialias=False)
@@ -131,12 +148,16 @@ class DepthEvaluator:
 
     Args:
         config: one `config.evals.<name>` (see `configs/base.py` `depth_eval`): dataset, split,
-            crop, kb_crop, min_depth, max_depth, flip_tta, batch_size, num_pictures, num_images.
+            crop, kb_crop, min_depth, max_depth, flip_tta, batch_size, num_pictures, num_images,
+            input_size (None: the frame as read), fit ("resize" | "pad" | "none").
         name: the evaluation's name (output folder `eval/<name>`, report title).
         source: random access, `len(source)` and `source[i]` -> {"image": uint8 (H, W, 3),
             "depth": float32 (H, W) metres with 0 = invalid, "focal", "id": str | bytes}.
-        input_size: (h, w) the model expects.
+        input_size: (h, w) the evaluation frame (`evaluate.data_frame`); default
+            `config.input_size`. Records of another size (after the KB crop) are resized to it.
         mesh: the device mesh; batches are sharded over its "data" axis. Default: all devices.
+        multiple: what the model's input sides must be multiples of (`frame.input_multiple`);
+            a frame that is not is fitted as `config.fit` says.
     """
 
     def __init__(
@@ -145,12 +166,24 @@ class DepthEvaluator:
         *,
         name: str,
         source: Any,
-        input_size: Sequence[int],
+        input_size: Sequence[int] | None = None,
         mesh: Mesh | None = None,
+        multiple: int = 1,
     ):
         self.name = name
         self.source = source
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        configured = frame.configured_size(config.get("input_size"))
+        if input_size is None:
+            input_size = configured
+        if input_size is None:
+            raise ValueError(f"eval {name!r}: no evaluation frame (input_size) given")
+        self.frame = (int(input_size[0]), int(input_size[1]))
+        self.fit = str(config.get("fit", "resize"))
+        self.model_size = frame.fitted_size(self.frame, int(multiple), self.fit)
+        self._explicit = configured is not None
+        self._pad = self.fit == "pad" and self.model_size != self.frame
+        # The size images are resampled to on the host: the frame when padding, else the model's.
+        self.input_size = self.frame if self._pad else self.model_size
         self.dataset, self.split = str(config.dataset), str(config.split)
         self.crop = str(config.crop)
         self.kb_crop = bool(config.get("kb_crop", False))
@@ -174,7 +207,10 @@ class DepthEvaluator:
             raise ValueError(f"eval {name!r}: batch {self.global_batch} not divisible by processes")
         self.local_batch = self.global_batch // jax.process_count()
         self._multiprocess = jax.process_count() > 1
-        self._prepare = _jitted_normalise(self._sharding, self.flip_tta != "none")
+        pad = (self.model_size[0] - self.frame[0], self.model_size[1] - self.frame[1])
+        self._prepare = _jitted_normalise(
+            self._sharding, self.flip_tta != "none", pad if self._pad else (0, 0)
+        )
         self._regions: dict[tuple[int, int], np.ndarray] = {}
         self._paste = self.crop == "garg_full_res"
         self._resized_images, self._resized_predictions = 0, False
@@ -223,6 +259,7 @@ class DepthEvaluator:
             paste_kb=self._paste,
             min_depth=self.min_depth,
             max_depth=self.max_depth,
+            crop_to=self.frame if self._pad else None,
         )
 
     def _region(self, gt_size: tuple[int, int]) -> np.ndarray:
@@ -298,7 +335,8 @@ class DepthEvaluator:
                 ids = [examples[r]["id"] for r in rows]
                 pending.append(([chunk[r] for r in rows], ids, rows, values))
                 target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if self._paste else size
-                self._resized_predictions |= tuple(pred.shape[1:3]) != tuple(target)
+                shown = self.frame if self._pad else tuple(pred.shape[1:3])
+                self._resized_predictions |= tuple(shown) != tuple(target)
         index, ids, per_image = self._collect(pending, per_process)
         means, counts = aggregate(per_image)
         seconds = time.perf_counter() - start
@@ -352,7 +390,7 @@ class DepthEvaluator:
         parts = []
         if self._resized_images:
             h, w = self.input_size
-            parts.append(f"image -> {h}x{w} model input")
+            parts.append(f"image -> {h}x{w} model input ({self._resized_images} images)")
         if self._resized_predictions:
             parts.append("prediction -> ground-truth size")
         resize = "none"
@@ -368,7 +406,10 @@ class DepthEvaluator:
             "resize": resize,
             "kb_crop": self.kb_crop,
             "num_images": num_images,
-            "input_size": list(self.input_size),
+            "frame": list(self.frame),
+            "fit": self.fit,
+            "input": frame.describe(self.frame, self.model_size, self.fit, explicit=self._explicit),
+            "input_size": list(self.model_size),
         }
 
     def predictions(self, predict_fn: PredictFn, indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -394,6 +435,7 @@ class DepthEvaluator:
                     paste_kb=self._paste,
                     min_depth=self.min_depth,
                     max_depth=self.max_depth,
+                    crop_to=self.frame if self._pad else None,
                 )
                 valid = (gt > self.min_depth) & (gt < self.max_depth) & self._region(gt.shape)
                 out.append(
@@ -434,6 +476,7 @@ class DepthEvaluator:
                     paste_kb=self._paste,
                     min_depth=self.min_depth,
                     max_depth=self.max_depth,
+                    crop_to=self.frame if self._pad else None,
                 )
                 paths.append(self._save_panel(out_dir, kind, pos, example, np.asarray(depth)[0]))
         return paths

@@ -67,11 +67,12 @@ def protocol_in_words(protocol: dict[str, Any]) -> str:
         if protocol.get("kb_crop")
         else ""
     )
+    model_input = f"Model input: {protocol['input']}. " if protocol.get("input") else ""
     crop = protocol["crop"]
     where = "" if crop == "none" else f" and they lie inside the {CROP_WORDS.get(crop, crop)}"
     return (
         f"{protocol['num_images']} images of `{protocol['dataset']}` split "
-        f"`{protocol['split']}`. {kb}Predictions were made with "
+        f"`{protocol['split']}`. {kb}{model_input}Predictions were made with "
         f"{TTA_WORDS.get(protocol['flip_tta'], protocol['flip_tta'])}; resizing: "
         f"{protocol['resize']}. Predictions were clamped to [{protocol['min_depth']:g}, "
         f"{protocol['max_depth']:g}] m (NaN -> min, inf -> max); pixels count when "
