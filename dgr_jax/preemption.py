@@ -26,16 +26,20 @@ class Preempted(Exception):
 # trainer's step number would never reach a point agreed from the previous run's last step;
 # reproduced with two processes on loopback), and polls between its phases too.
 _calls = 0
+_agreed = False  # the agreed call has passed (in every process alike)
 
 
 def reached_sync_point() -> bool:
-    """Multi-process: True on every process at the same call once any process got SIGTERM.
+    """Multi-process: True on every process from the same call on once any process got SIGTERM.
 
     Every process must call it at the same places in the same order (every step of every
-    training run, between a study's phases); it is True for exactly one call. False when
-    `jax.distributed` was not started (one process) or its preemption service is off.
+    training run, between a study's phases). JAX's answer is True for exactly one call; this one
+    stays True after it, so a call made only to register the place (the trainer's before it
+    compiles a run) cannot lose the agreement: every process then stops at its next call that
+    acts. False when `jax.distributed` was not started (one process) or its preemption service
+    is off.
     """
-    global _calls
+    global _calls, _agreed
     import jax
 
     if jax.process_count() == 1 or not jax.config.jax_enable_preemption_service:
@@ -43,4 +47,5 @@ def reached_sync_point() -> bool:
     from jax.experimental import multihost_utils
 
     _calls += 1
-    return multihost_utils.reached_preemption_sync_point(_calls)
+    _agreed = multihost_utils.reached_preemption_sync_point(_calls) or _agreed
+    return _agreed
