@@ -12,7 +12,7 @@ metrics, the claims and the verdict rule) is fixed here, before anything runs:
             smoke=arg == "smoke")
 
 Run it with `python -m dgr_jax.analysis.ablation --config configs/ablation_<host>.py --workdir W`
-(the module docstring of `dgr_jax/analysis/ablation.py` describes the study and its outputs).
+(the module docstring of `dgr_jax/analysis/ablation/study.py` describes the study and its outputs).
 
 Arms (overrides of the base config, every arm sets both switches, so the base's own DGR / OTDL
 settings do not matter): `<host>` (DGR off, SILog only), `<host>+dgr`, `<host>+otdl`,

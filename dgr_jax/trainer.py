@@ -63,14 +63,13 @@ def data_seed(config: ml_collections.ConfigDict) -> int:
 def _reached_preemption_sync_point(step: int) -> bool:
     """Multi-process: True on every process at the same step once any process got SIGTERM.
 
-    JAX's preemption notifier (started by `jax.distributed.initialize`) owns SIGTERM there; the
-    agreed step is the processes' largest step + 1, so each call must use the next step number.
+    JAX's preemption notifier (started by `jax.distributed.initialize`) owns SIGTERM there.
+    `preemption.reached_sync_point` counts its calls over the whole process, not the step: a
+    study trains several runs in one process, each from step 0. Every process calls it at every
+    step, so the agreed call is the same step on every process.
     """
-    if not jax.config.jax_enable_preemption_service:
-        return False
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.reached_preemption_sync_point(step)
+    del step
+    return preemption.reached_sync_point()
 
 
 def _fetch(tree) -> Any:

@@ -67,8 +67,8 @@ def write_logs(out: str) -> None:
 
 def write_reports(out: str) -> None:
     from dgr_jax import storage
-    from dgr_jax.analysis import report as study_report
-    from dgr_jax.analysis import study_outputs
+    from dgr_jax.analysis.sparse_pixel import outputs as study_outputs
+    from dgr_jax.analysis.sparse_pixel import report as study_report
     from dgr_jax.evaluators import report
 
     values = {"abs_rel": np.asarray([0.1, np.nan])}

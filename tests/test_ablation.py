@@ -12,7 +12,10 @@ import pytest
 from json_helpers import assert_strict_json_tree
 
 from dgr_jax import configlib, jsonio
-from dgr_jax.analysis import ablation, ablation_outputs, ablation_stats, arms
+from dgr_jax.analysis.ablation import outputs as ablation_outputs
+from dgr_jax.analysis.ablation import stats as ablation_stats
+from dgr_jax.analysis.ablation import study as ablation
+from dgr_jax.analysis.common import runs as arms
 from dgr_jax.evaluators.edges import edge_metric_names
 from dgr_jax.evaluators.metrics import METRIC_NAMES
 from dgr_jax.trainer import data_seed

@@ -11,7 +11,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from dgr_jax import configlib
-from dgr_jax.analysis.ablation_stats import better_direction
+from dgr_jax.analysis.ablation.stats import better_direction
 from dgr_jax.evaluators.edges import compute_edge_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dgr_jax.analysis import bootstrap
+from dgr_jax.analysis.common import bootstrap
 
 
 def _arm(rng, seeds: int, images: int, *, seed_sd: float, image_sd: float, shift=0.0):

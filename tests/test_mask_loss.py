@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dgr_jax.analysis import mask_loss as ml
+from dgr_jax.analysis.sparse_pixel import mask_loss as ml
 from dgr_jax.evaluators.edges import sobel
 
 # Hu et al.'s kernels, applied as cross-correlation (torch conv2d) with zero padding.

@@ -14,8 +14,9 @@ import pytest
 from json_helpers import assert_strict_json_tree
 
 from dgr_jax import configlib, protocol, steps
-from dgr_jax.analysis import arms as arms_lib
-from dgr_jax.analysis import mask_training, sparsity
+from dgr_jax.analysis.common import runs as runs_lib
+from dgr_jax.analysis.sparse_pixel import arms as arms_lib
+from dgr_jax.analysis.sparse_pixel import mask_training, sparsity
 from dgr_jax.models.mask_net import MaskNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +172,7 @@ def test_frozen_model_receives_no_gradient_and_stays_bitwise_unchanged(rbg_keys)
 def test_study_configs_name_two_arms_that_differ_only_in_the_encoder(spec):
     config = configlib.load(os.path.join(ROOT, spec))
     resolved = {
-        n: arms_lib.resolve_arm_config(
+        n: runs_lib.resolve_arm_config(
             config.arms[n].config,
             [*config.arm_overrides, *config.arms[n].overrides],
             data_dir="/data",
@@ -179,8 +180,8 @@ def test_study_configs_name_two_arms_that_differ_only_in_the_encoder(spec):
         )
         for n in config.arm_order
     }
-    arms_lib.check_identical_conditions(resolved, config.arms_may_differ_in)
-    diffs = arms_lib.config_differences(*resolved.values())
+    runs_lib.check_identical_conditions(resolved, config.arms_may_differ_in)
+    diffs = runs_lib.config_differences(*resolved.values())
     assert diffs and {k.split(".")[1] for k, _, _ in diffs} == {"encoder"}
     assert not resolved["transformer"].model.dgr.enabled  # the study motivates DGR
     levels = sorted(config.sparsities)
@@ -190,17 +191,17 @@ def test_study_configs_name_two_arms_that_differ_only_in_the_encoder(spec):
 def test_a_loss_difference_between_the_arms_is_refused():
     vit = configlib.load(os.path.join(ROOT, "configs/synthetic_vit.py"))
     cnn = configlib.load(os.path.join(ROOT, "configs/synthetic_cnn.py"))
-    arms_lib.check_identical_conditions({"t": vit, "c": cnn}, ("model.encoder",))
+    runs_lib.check_identical_conditions({"t": vit, "c": cnn}, ("model.encoder",))
     with cnn.unlocked():
         cnn.loss.terms.otdl = 0.0
     with pytest.raises(ValueError, match=r"loss\.terms\.otdl"):
-        arms_lib.check_identical_conditions({"t": vit, "c": cnn}, ("model.encoder",))
+        runs_lib.check_identical_conditions({"t": vit, "c": cnn}, ("model.encoder",))
 
 
 # ----- End to end ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smoke_study_writes_every_output(tmp_path, rbg_keys):
-    from dgr_jax.analysis.sparse_pixel import run_study
+    from dgr_jax.analysis.sparse_pixel.study import run_study
 
     config = configlib.load(os.path.join(ROOT, "configs/sparse_pixel_synthetic.py:smoke"))
     with config.unlocked():
@@ -245,10 +246,10 @@ def test_smoke_study_writes_every_output(tmp_path, rbg_keys):
     assert "differ only under `model.encoder`" in summary
     assert results["verdict"] in {"holds", "contradicted", "undecided"}
     # A finished arm is reused, not retrained.
-    arm_cfg = arms_lib.resolve_arm_config(
+    arm_cfg = runs_lib.resolve_arm_config(
         config.arms.cnn.config,
         config.arm_overrides,
         data_dir=str(workdir / "data"),
         mesh=config.mesh,
     )
-    assert not arms_lib.ensure_trained(arm_cfg, str(workdir / "arms" / "cnn"), log=lambda m: m)
+    assert not runs_lib.ensure_trained(arm_cfg, str(workdir / "arms" / "cnn"), log=lambda m: m)

@@ -438,13 +438,16 @@ class DepthEvaluator:
     def predictions(self, predict_fn: PredictFn, indices: Sequence[int]) -> list[dict[str, Any]]:
         """The final predictions (TTA, resize, clamp: what the metrics see) of a few images.
 
-        Single process. Returns per index {"id", "image" (H, W, 3) uint8, "gt" (H, W),
-        "valid" (H, W) bool, "depth" (H, W)}; used for figures (the ablation study's).
+        Returns per index {"id", "image" (H, W, 3) uint8, "gt" (H, W), "valid" (H, W) bool,
+        "depth" (H, W)}; used for figures (the ablation study's). Multi-process: every process
+        calls it with the same indices and predicts them in its own rows of the global batch.
         """
         out = []
         for s in range(0, len(indices), self.local_batch):
             examples = [self._load(int(i)) for i in indices[s : s + self.local_batch]]
             pred, pred_flipped = self._predict(predict_fn, examples)
+            pred = distributed.local_rows(pred)
+            pred_flipped = None if pred_flipped is None else distributed.local_rows(pred_flipped)
             for row, example in enumerate(examples):
                 gt = example["gt"]
                 depth = final_prediction(

@@ -1,7 +1,7 @@
 """Writing the ablation study's files: ablation.csv, per_image.csv, summary.json, summary.md.
 
-Ours. File list and meaning: `ablation.py`'s module docstring; the figures are
-`ablation_figures.py`. Every number of summary.md is a field of summary.json, and every delta
+Ours. File list and meaning: `study.py`'s module docstring; the figures are
+`figures.py`. Every number of summary.md is a field of summary.json, and every delta
 of summary.json can be recomputed from per_image.csv (`bootstrap.paired_delta`: the mean over
 the test images where the metric is defined for every seed of both arms, of the arm's
 seed-averaged value minus the baseline's).
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from dgr_jax import jsonio, storage
-from dgr_jax.analysis import ablation_figures, ablation_report
+from dgr_jax.analysis.ablation import figures, report
 
 ABLATION_COLUMNS = ("arm", "seed", "metric", "value")
 PER_IMAGE_KEYS = ("arm", "seed", "image")
@@ -58,13 +58,24 @@ def write_tables(workdir: str, ids, per_run: dict, metric_names, config) -> None
     storage.write_text(storage.join(workdir, "per_image.csv"), table.getvalue())
 
 
-def write_figures(workdir, config, runs, ids, per_run, constant, eval_name, log=print):
-    """ablation.png, gradients.png, curves.png."""
-    ablation_figures.plot_metrics(storage.join(workdir, "ablation.png"), config, per_run, constant)
-    ablation_figures.plot_gradients(
-        storage.join(workdir, "gradients.png"), config, runs, eval_name, len(ids), log=log
+def write_figures(
+    workdir, config, runs, ids, per_run, constant, eval_name, log=print, write: bool = True
+):
+    """ablation.png, gradients.png, curves.png. Call on every process (gradients.png's
+    predictions use all processes' devices); only where `write` are the files written."""
+    if write:
+        figures.plot_metrics(storage.join(workdir, "ablation.png"), config, per_run, constant)
+    figures.plot_gradients(
+        storage.join(workdir, "gradients.png"),
+        config,
+        runs,
+        eval_name,
+        len(ids),
+        log=log,
+        write=write,
     )
-    ablation_figures.plot_curves(storage.join(workdir, "curves.png"), config, runs, per_run)
+    if write:
+        figures.plot_curves(storage.join(workdir, "curves.png"), config, runs, per_run)
 
 
 def _cpu_model() -> str:
@@ -202,4 +213,4 @@ def summary_dict(
 def write_summary(workdir: str, summary: dict) -> None:
     """summary.json and summary.md."""
     jsonio.write(storage.join(workdir, "summary.json"), summary)
-    storage.write_text(storage.join(workdir, "summary.md"), ablation_report.render_summary(summary))
+    storage.write_text(storage.join(workdir, "summary.md"), report.render_summary(summary))

@@ -6,7 +6,7 @@
 What is whose: the claims are the paper's (abstract: DGR and OTDL each improve accuracy and
 depth-gradient continuity, together best, at no meaningful cost); the protocol is ours
 (`configs/ablation_common.py` fixes arms, metrics, claims and the verdict rule before anything
-runs; `bootstrap.py` the statistics).
+runs; `common/bootstrap.py` the statistics).
 
 1. Runs. Every arm of `config.main_arms` is trained once per seed of `config.seeds`, every arm of
    `config.exploratory_arms` once (`config.exploratory_seed`): an arm's config is the base
@@ -24,18 +24,24 @@ runs; `bootstrap.py` the statistics).
 2. Metrics: every metric of the evaluator (`eval/<name>/per_image.csv` of each run: the nine
    standard metrics and the edge / gradient metrics, on the same test images for every arm),
    and the oracle constant-depth predictor under the same protocol.
-3. Statistics (`ablation_stats.py`, `bootstrap.py`): per arm the mean and standard deviation
+3. Statistics (`stats.py`, `common/bootstrap.py`): per arm the mean and standard deviation
    over seeds; for every arm against the baseline and for every claim, the paired per-image
    difference averaged over seeds with a 95% hierarchical-bootstrap interval and the
    mechanical verdict of `config.verdict_rule`. Exploratory arms: the difference to
    `config.exploratory_reference` at the same seed, no verdict.
-4. Cost (`ablation_cost.py`): parameters, forward FLOPs and the train-step time of every main
-   arm (one process, arms interleaved, as ratios to the baseline); DGR's overhead against its
-   budget (<= 2% parameters, <= 3% FLOPs).
-5. Outputs in W (`ablation_outputs.py`): ablation.csv, per_image.csv, summary.json, summary.md,
+4. Cost (`cost.py`): parameters, forward FLOPs and the train-step time of every main
+   arm (arms interleaved in the study's processes, as ratios to the baseline); DGR's overhead
+   against its budget (<= 2% parameters, <= 3% FLOPs).
+5. Outputs in W (`outputs.py`): ablation.csv, per_image.csv, summary.json, summary.md,
    ablation.png, gradients.png, curves.png; config.json (the study's config).
 
-Single-process tool (one host, any number of local devices: each run is sharded over `data`).
+Multi-process (`common/cli.py` has the flags): every run, evaluation and timing uses all
+processes' devices; process 0 writes the study's files; W may be gs://. A SIGTERM stops the
+run in progress at the agreed step (the trainer saves it and raises `Preempted`, which ends the
+study with `EXIT_PREEMPTED`); rerunning the same command skips the finished runs, resumes the
+interrupted one at its step and writes the same summary.json (deltas, intervals, verdicts; the
+bootstrap is seeded) as an uninterrupted study. A rerun with a changed study config is refused
+(`common/workdir.py`).
 """
 
 from __future__ import annotations
@@ -44,21 +50,24 @@ import csv
 import dataclasses
 import io
 import os
-import sys
 import time
 
 import jax
 import ml_collections
 import numpy as np
 
-from dgr_jax import compile_cache, evaluate, jsonio, sharding, storage, xla_options
-from dgr_jax.analysis import ablation_cost, ablation_outputs, ablation_stats
-from dgr_jax.analysis import arms as arms_lib
+from dgr_jax import evaluate, jsonio, multihost, sharding, storage, xla_options
+from dgr_jax.analysis.ablation import cost as cost_lib
+from dgr_jax.analysis.ablation import outputs
+from dgr_jax.analysis.ablation import stats as stats_lib
+from dgr_jax.analysis.common import runs as runs_lib
+from dgr_jax.analysis.common import workdir as workdir_lib
 from dgr_jax.data import datasets
 
 
 def _log(msg: str) -> None:
-    print(msg, flush=True)
+    if workdir_lib.is_writer():
+        print(msg, flush=True)
 
 
 @dataclasses.dataclass
@@ -114,7 +123,7 @@ def resolve_runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
                 f"input.seed={int(config.data_seed)}",
             ]
             try:
-                resolved = arms_lib.resolve_arm_config(
+                resolved = runs_lib.resolve_arm_config(
                     config.base, overrides, data_dir=data_dir, mesh=config.mesh
                 )
             except KeyError as e:
@@ -135,7 +144,7 @@ def check_runs(runs: list[Run], config: ml_collections.ConfigDict) -> dict:
     base = next(r for r in runs if r.arm == config.baseline)
     for run in runs:
         may_differ = {"seed"} | _override_keys(run.overrides) | _override_keys(base.overrides)
-        diffs = arms_lib.config_differences(base.config, run.config, sorted(may_differ))
+        diffs = runs_lib.config_differences(base.config, run.config, sorted(may_differ))
         if diffs:
             lines = "\n".join(f"  {k}: {base.arm}={a!r} {run.arm}={b!r}" for k, a, b in diffs)
             raise ValueError(
@@ -143,10 +152,10 @@ def check_runs(runs: list[Run], config: ml_collections.ConfigDict) -> dict:
                 f"not name:\n{lines}"
             )
     for run in runs:
-        written = arms_lib.trained_config(run.workdir)
+        written = runs_lib.trained_config(run.workdir)
         if written is None:
             continue
-        diffs = arms_lib.config_differences(jsonio.config_json(run.config), written)
+        diffs = runs_lib.config_differences(jsonio.config_json(run.config), written)
         if diffs:
             lines = "\n".join(f"  {k}: study={a!r} run={b!r}" for k, a, b in diffs)
             raise ValueError(
@@ -154,7 +163,7 @@ def check_runs(runs: list[Run], config: ml_collections.ConfigDict) -> dict:
                 f"seed {run.seed}; differing keys:\n{lines}\nStart the study in a new workdir, "
                 "delete that run folder, or change the study config back."
             )
-    keys = arms_lib.config_differences(base.config, ml_collections.ConfigDict())
+    keys = runs_lib.config_differences(base.config, ml_collections.ConfigDict())
     return {
         "num_keys": len(keys),
         "arm_keys": {r.arm: sorted(_override_keys(r.overrides)) for r in runs},
@@ -171,7 +180,8 @@ def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, 
     for i, run in enumerate(runs):
         _log(f"[{i + 1}/{len(runs)}] arm {run.arm} seed {run.seed}: {run.workdir}")
         t = time.perf_counter()
-        arms_lib.ensure_trained(run.config, run.workdir, log=_log)
+        runs_lib.ensure_trained(run.config, run.workdir, log=_log)
+        multihost.sync(f"ablation_run_{i}_trained")  # process 0's eval files are written
         metrics_path = storage.join(_eval_dir(run, eval_name), "metrics.json")
         done = storage.exists(storage.join(_eval_dir(run, eval_name), "per_image.csv"))
         if done:
@@ -184,6 +194,7 @@ def train_and_evaluate_runs(runs: list[Run], eval_name: str) -> dict[tuple[str, 
             f"  run done in {seconds[(run.arm, run.seed)] / 60:.1f} min; "
             f"{(time.perf_counter() - start) / 60:.1f} min for {i + 1} of {len(runs)} runs"
         )
+        runs_lib.stop_if_preempted(f"after the run of arm {run.arm} seed {run.seed}")
     return seconds
 
 
@@ -234,6 +245,7 @@ def constant_depth_per_image(run: Run, eval_name: str, out_dir: str) -> dict:
 
     evaluator.num_pictures = 0
     means = evaluator.run(jax.jit(predict_fn, out_shardings=sh), out_dir=out_dir)
+    multihost.sync("ablation_constant_depth_written")  # process 0 wrote per_image.csv
     _, values = read_per_image(storage.join(out_dir, "per_image.csv"))
     return {"depth": depth, "means": means, "per_image": values}
 
@@ -252,15 +264,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
 
 
 def _run_study(config: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
-    if jax.process_count() > 1:
-        raise RuntimeError("the ablation study runs in one process (any number of devices)")
     t_start, cpu_start = time.perf_counter(), time.process_time()
     load_start = os.getloadavg()
     timing: dict[str, float] = {}
     workdir = storage.absolute(workdir)  # local or gs://
     storage.check(workdir, "--workdir")
     storage.makedirs(workdir)
-    jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
+    rerun = workdir_lib.check_and_record_config(workdir, config)  # refuses a changed design
     eval_name = str(config.eval_name)
 
     runs = resolve_runs(config, workdir)
@@ -269,15 +279,18 @@ def _run_study(config: ml_collections.ConfigDict, workdir: str, command: str) ->
         if eval_name not in run.config.evals:
             raise ValueError(f"the base config has no evaluation {eval_name!r} (config.eval_name)")
     first = runs[0].config
-    datasets.ensure_built(
-        first.input.dataset,
-        first.data_dir,
-        manual_dir=first.input.manual_dir,
-        build_args=dict(first.input.build),
-    )
+    if workdir_lib.is_writer():  # one process builds; the others wait at the barrier below
+        datasets.ensure_built(
+            first.input.dataset,
+            first.data_dir,
+            manual_dir=first.input.manual_dir,
+            build_args=dict(first.input.build),
+        )
+    multihost.sync("ablation_dataset_built")
     _log(
         f"ablation: {len(runs)} runs ({len(config.main_arms)} main arms x {len(config.seeds)} "
         f"seeds, {len(config.exploratory_arms)} exploratory) in {workdir}"
+        + (" (rerun: finished runs are reused, an unfinished one resumed)" if rerun else "")
     )
 
     t = time.perf_counter()
@@ -287,23 +300,27 @@ def _run_study(config: ml_collections.ConfigDict, workdir: str, command: str) ->
     t = time.perf_counter()
     ids, per_run, metric_names = collect_per_image(runs, eval_name)
     constant = constant_depth_per_image(runs[0], eval_name, storage.join(workdir, "constant_depth"))
-    stats = ablation_stats.study_statistics(config, per_run, constant, metric_names)
+    stats = stats_lib.study_statistics(config, per_run, constant, metric_names)
     timing["statistics_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the statistics")
 
     t = time.perf_counter()
     first_seed = {name: next(r for r in runs if r.arm == name) for name in arm_names(config)}
-    cost = ablation_cost.measure_cost(config, first_seed, log=_log)
+    cost = cost_lib.measure_cost(config, first_seed, log=_log)
     timing["cost_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the cost measurements")
 
     t = time.perf_counter()
-    ablation_outputs.write_tables(workdir, ids, per_run, metric_names, config)
-    ablation_outputs.write_figures(
-        workdir, config, first_seed, ids, per_run, constant, eval_name, log=_log
+    writer = workdir_lib.is_writer()
+    if writer:
+        outputs.write_tables(workdir, ids, per_run, metric_names, config)
+    outputs.write_figures(
+        workdir, config, first_seed, ids, per_run, constant, eval_name, log=_log, write=writer
     )
     timing["outputs_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start
     timing["cpu_s"] = time.process_time() - cpu_start
-    summary = ablation_outputs.summary_dict(
+    summary = outputs.summary_dict(
         config,
         command=command,
         runs=runs,
@@ -317,33 +334,12 @@ def _run_study(config: ml_collections.ConfigDict, workdir: str, command: str) ->
         timing=timing,
         load=(load_start, os.getloadavg()),
     )
-    ablation_outputs.write_summary(workdir, summary)
+    if writer:
+        outputs.write_summary(workdir, summary)
+    multihost.sync("ablation_summary_written")
     _log(f"ablation study done in {timing['total_s'] / 60:.1f} min: {workdir}/summary.md")
     return summary
 
 
 def _protocol(run: Run, eval_name: str) -> dict:
     return jsonio.read(storage.join(_eval_dir(run, eval_name), "metrics.json"))["protocol"]
-
-
-def main(argv) -> int:
-    del argv
-    from absl import flags
-    from absl import logging as absl_logging
-
-    if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    compile_cache.enable()
-    command = "python -m dgr_jax.analysis.ablation " + " ".join(sys.argv[1:])
-    run_study(_CONFIG.value, _WORKDIR.value, command=command)
-    return 0
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "study config", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)

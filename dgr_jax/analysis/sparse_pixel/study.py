@@ -25,26 +25,34 @@ sparsity protocol follow Hu et al. (ICCV 2019); everything below the list is our
    `report.py`), results.json, mask_nets/<arm>/lambda_<value>.npz, arms/<arm>/ (default arm
    workdirs).
 
-Single-process tool (one host, any number of local devices: batches are sharded over `data`).
+Multi-process (`common/cli.py` has the flags): the arms' training, the mask nets and the
+evaluation use all processes' devices (batches sharded over `data`); process 0 writes the
+study's files; DIR may be gs://. A SIGTERM while an arm trains stops the study at the agreed
+step (the trainer saves it and raises `Preempted`; exit status `EXIT_PREEMPTED`); rerunning the
+same command resumes that arm and reuses a finished one. The mask nets and the evaluation (minutes)
+are not checkpointed: a rerun computes them again, with the same seeds and batches. A rerun
+with a changed study config is refused (`common/workdir.py`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import jax
 import ml_collections
 import optax
 
-from dgr_jax import compile_cache, jsonio, sharding, storage, xla_options
-from dgr_jax.analysis import arms as arms_lib
-from dgr_jax.analysis import mask_training, study_eval, study_outputs
+from dgr_jax import multihost, sharding, storage, xla_options
+from dgr_jax.analysis.common import runs as runs_lib
+from dgr_jax.analysis.common import workdir as workdir_lib
+from dgr_jax.analysis.sparse_pixel import arms as arms_lib
+from dgr_jax.analysis.sparse_pixel import evaluation, mask_training, outputs
 from dgr_jax.data import datasets, pipeline
 
 
 def _log(msg: str) -> None:
-    print(msg, flush=True)
+    if workdir_lib.is_writer():
+        print(msg, flush=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,24 +68,24 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
     for name in order:
         arm = config.arms[name]
         overrides = [*config.arm_overrides, *arm.overrides]
-        resolved[name] = arms_lib.resolve_arm_config(
+        resolved[name] = runs_lib.resolve_arm_config(
             arm.config, overrides, data_dir=data_dir, mesh=config.mesh
         )
         dirs[name] = storage.absolute(arm.workdir or storage.join(workdir, "arms", name))
     may_differ = tuple(config.arms_may_differ_in)
-    keys = arms_lib.check_identical_conditions(resolved, may_differ)
+    keys = runs_lib.check_identical_conditions(resolved, may_differ)
     for name in order:
         _log(f"arm {name}: {config.arms[name].config} -> {dirs[name]}")
-        arms_lib.ensure_trained(resolved[name], dirs[name], log=_log)
-    written = {n: arms_lib.trained_config(dirs[n]) for n in order}
+        runs_lib.ensure_trained(resolved[name], dirs[name], log=_log)
+    written = {n: runs_lib.trained_config(dirs[n]) for n in order}
     checked = all(w is not None for w in written.values())
     if checked:
-        arms_lib.check_identical_conditions(written, may_differ, "trained configs (config.json)")
+        runs_lib.check_identical_conditions(written, may_differ, "trained configs (config.json)")
     notes = []
     for name in order:  # a reused run may have been trained with other settings than asked
         if written[name] is None:
             continue
-        diffs = arms_lib.config_differences(resolved[name], written[name])
+        diffs = runs_lib.config_differences(resolved[name], written[name])
         if any(k.startswith("model.") for k, _, _ in diffs):
             raise ValueError(
                 f"arm {name}: the run in {dirs[name]} has another model than the study's config "
@@ -90,7 +98,7 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
                 f"config's (both arms alike): "
                 + ", ".join(f"{k}={vb!r} (config: {va!r})" for k, va, vb in diffs)
             )
-    differing = arms_lib.config_differences(resolved[order[0]], resolved[order[1]])
+    differing = runs_lib.config_differences(resolved[order[0]], resolved[order[1]])
     frozen = {
         n: arms_lib.restore_frozen(n, config.arms[n].label, resolved[n], dirs[n], mesh)
         for n in order
@@ -109,9 +117,10 @@ def prepare_arms(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple
 # Mask networks.
 # ------------------------------------------------------------------------------------------
 def _sharded_images(it, batch_sh):
-    """Endless ImageNet-normalised image batches from a train iterator, on the mesh."""
+    """Endless ImageNet-normalised image batches from a train iterator (this process's share of
+    each global batch), on the mesh."""
     while True:
-        yield jax.device_put(next(it)["image"], batch_sh)
+        yield jax.make_array_from_process_local_data(batch_sh, next(it)["image"])
 
 
 def train_mask_nets(config, workdir: str, frozen: dict, mesh) -> tuple:
@@ -159,9 +168,11 @@ def train_mask_nets(config, workdir: str, frozen: dict, mesh) -> tuple:
                 log=_log,
                 prefix=f"mask {name} lambda={lam:g}: ",
             )
+            runs_lib.stop_if_preempted(f"after the mask net of {name} lambda={lam:g}")
             params[name][lam] = (state["params"], state["rest"])
             histories[name][lam] = history
-            study_outputs.save_mask_net(workdir, name, lam, state["params"])
+            if workdir_lib.is_writer():
+                outputs.save_mask_net(workdir, name, lam, state["params"])
     return mask_def, params, histories
 
 
@@ -170,14 +181,12 @@ def train_mask_nets(config, workdir: str, frozen: dict, mesh) -> tuple:
 # ------------------------------------------------------------------------------------------
 def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
     """Run the whole study (module docstring) and write its outputs; returns the results."""
-    if jax.process_count() > 1:
-        raise RuntimeError("the sparse-pixel study runs in one process (any number of devices)")
     t_start, cpu_start = time.perf_counter(), time.process_time()
     timing: dict[str, float] = {}
     workdir = storage.absolute(workdir)  # local or gs://
     storage.check(workdir, "--workdir")
     storage.makedirs(workdir)
-    jsonio.write(storage.join(workdir, "config.json"), jsonio.config_json(config))
+    workdir_lib.check_and_record_config(workdir, config)  # refuses a changed design
     mesh = sharding.make_mesh(config.mesh)
     data_size = mesh.shape["data"]
     if config.mask.batch_size % data_size:
@@ -190,6 +199,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     t = time.perf_counter()
     frozen, conditions = prepare_arms(config, workdir, mesh)
     timing["arms_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the arms' training")
 
     t = time.perf_counter()
     mask_def, mask_params, histories = train_mask_nets(config, workdir, frozen, mesh)
@@ -198,7 +208,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     t = time.perf_counter()
     depth_range = (float(config.test.min_depth), float(config.test.max_depth))
     first = frozen[order[0]].config
-    test = study_eval.load_test_set(
+    test = evaluation.load_test_set(
         first,
         config.test.split,
         config.test.num_images,
@@ -206,11 +216,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
         depth_range,
         crop=config.test.crop,
     )
-    classes = study_eval.pixel_classes_of(test, config.placement.classes.to_dict())
+    classes = evaluation.pixel_classes_of(test, config.placement.classes.to_dict())
     eval_batch = -(-int(config.test.batch_size) // data_size) * data_size
-    soft_fn = study_eval.soft_mask_fn(mask_def)  # one compilation for both arms
+    soft_fn = evaluation.soft_mask_fn(mask_def)  # one compilation for both arms
     per_arm = {
-        name: study_eval.evaluate_arm(
+        name: evaluation.evaluate_arm(
             frozen[name],
             soft_fn=soft_fn,
             mask_params=mask_params[name],
@@ -227,11 +237,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
         for name in order
     }
     timing["evaluation_s"] = time.perf_counter() - t
+    runs_lib.stop_if_preempted("after the evaluation")
 
     t = time.perf_counter()
     labels = {n: frozen[n].label for n in order}
-    study_outputs.write_figures(config, workdir, labels, test, per_arm)
-    results = study_outputs.results_dict(
+    if workdir_lib.is_writer():
+        outputs.write_figures(config, workdir, labels, test, per_arm)
+    results = outputs.results_dict(
         config,
         command=command,
         frozen=frozen,
@@ -245,29 +257,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     timing["total_s"] = time.perf_counter() - t_start
     timing["cpu_s"] = time.process_time() - cpu_start  # all threads: less load-dependent
     results["timing"] = timing
-    study_outputs.write_tables_and_summary(workdir, results)
+    if workdir_lib.is_writer():
+        outputs.write_tables_and_summary(workdir, results)
+    multihost.sync("sparse_pixel_written")
     _log(f"sparse-pixel study done in {timing['total_s'] / 60:.1f} min: {workdir}")
     return results
-
-
-def main(argv) -> int:
-    del argv
-    from absl import flags
-    from absl import logging as absl_logging
-
-    if not flags.FLAGS["verbosity"].present:  # orbax/tfds INFO chatter hides the progress
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    compile_cache.enable()
-    command = "python -m dgr_jax.analysis.sparse_pixel " + " ".join(sys.argv[1:])
-    run_study(_CONFIG.value, _WORKDIR.value, command=command)
-    return 0
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "study config", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)

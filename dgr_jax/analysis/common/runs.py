@@ -1,58 +1,30 @@
-"""The two depth networks of the comparative study: resolve, train if needed, check, freeze.
+"""The studies' training runs: resolve an arm's config, compare configs, train or resume.
 
-[paper] The Transformer and CNN depth networks are trained "under identical data processing and
-loss conditions" (method.md section 1). [ours] Each arm is an experiment config plus a workdir;
+[ours] A run is an experiment config plus a workdir. `resolve_arm_config` loads the experiment
+config with the study's overrides; `config_differences` / `check_identical_conditions` compare
+configs key by key, allowing differences only under `may_differ` (the paper's arms are trained
+"under identical data processing and loss conditions", method.md section 1);
 `ensure_trained` runs the real trainer (`dgr_jax.trainer.train_and_evaluate`) when the workdir
-has no finished run, and `check_identical_conditions` compares the two configs key by key,
-allowing differences only under `may_differ` (the encoder; `init_from`, since each backbone has
-its own pretrained weights). The frozen model is restored the way `dgr_jax.evaluate.
-evaluate_checkpoint` does (abstract state, shardings, orbax restore of the latest step) and its
-parameters are only ever passed as arguments with `jax.lax.stop_gradient`.
+has no finished run, and raises `dgr_jax.preemption.Preempted` when the run stopped early (so a
+study never goes on with an unfinished run); `stop_if_preempted` ends a study between its phases
+on a SIGTERM that came after its last training step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from dgr_jax import checkpoint, configlib, jsonio, optim, sharding, steps, storage
+from dgr_jax import checkpoint, configlib, jsonio, preemption, storage
+from dgr_jax.preemption import Preempted
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@dataclasses.dataclass
-class FrozenArm:
-    """A restored, frozen depth network of one arm."""
-
-    name: str  # the study's key, e.g. "transformer"
-    label: str  # for figures, e.g. "Transformer (ViT-Ti/16)"
-    config: ml_collections.ConfigDict
-    workdir: str
-    step: int
-    model_def: steps.ModelDef
-    params: Any  # replicated on the mesh; never updated
-    rest: Any
-
-    @property
-    def num_params(self) -> int:
-        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))
-
-    def predict_fn(self) -> Callable[[Any, Any, jax.Array], jax.Array]:
-        """predict(params, rest, normalised images) -> depth (B, H, W), no gradient to params."""
-        predict = steps.make_predict(self.model_def)
-
-        def frozen_predict(params, rest, images):
-            params, rest = jax.lax.stop_gradient((params, rest))
-            return predict(params, rest, images)[..., 0]
-
-        return frozen_predict
+# dgr_jax/analysis/common/runs.py -> the repository root (configs/ lives there).
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
 
 
 def _spec_path(spec: str) -> str:
@@ -151,7 +123,9 @@ def latest_step(workdir: str) -> int | None:
 def ensure_trained(config: ml_collections.ConfigDict, workdir: str, log=print) -> bool:
     """Train (or resume) the arm unless its workdir holds a checkpoint at >= total_steps.
 
-    Returns True when the trainer ran.
+    Returns True when the trainer ran. Raises `Preempted` when the run stopped before
+    total_steps: multi-process, the trainer raises it after saving the agreed step; one process,
+    the trainer saves and returns on SIGTERM, and the latest checkpoint says so.
     """
     step = latest_step(workdir)
     if step is not None and step >= config.total_steps:
@@ -162,35 +136,30 @@ def ensure_trained(config: ml_collections.ConfigDict, workdir: str, log=print) -
     what = "training" if step is None else f"resuming from step {step}"
     log(f"  {workdir}: {what} to step {config.total_steps}")
     train_and_evaluate(config, workdir)
+    step = latest_step(workdir)
+    if step is None or step < config.total_steps:
+        raise Preempted(step or 0)
     return True
 
 
-def restore_frozen(
-    name: str, label: str, config: ml_collections.ConfigDict, workdir: str, mesh
-) -> FrozenArm:
-    """Restore the latest checkpoint of `workdir`, replicated on `mesh`."""
-    model_def = steps.model_def_from_config(config)
-    tx, _ = optim.make_optimizer(config.optim, config.total_steps)
-    abstract = jax.eval_shape(lambda: steps.init_state(model_def, tx, config.seed))
-    state_sh = sharding.state_shardings(abstract, mesh, "data_parallel")
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-    try:
-        step = ckpt.resolve("latest")
-        state, _ = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, state_sh))
-    finally:
-        ckpt.close()
-    return FrozenArm(
-        name=name,
-        label=label,
-        config=config,
-        workdir=workdir,
-        step=int(step),
-        model_def=model_def,
-        params=state["params"],
-        rest=state["rest"],
-    )
+class PreemptedBetweenPhases(Preempted):
+    """SIGTERM outside training: every finished run is saved, nothing else needs saving."""
+
+    def __init__(self, where: str):
+        Exception.__init__(
+            self,
+            f"preempted {where}: every finished run is saved; rerun the same command to finish "
+            "the study",
+        )
+        self.step = None
 
 
-def clamp_depth(depth: jax.Array, min_depth: float, max_depth: float) -> jax.Array:
-    """The evaluator's clamp: [min, max], NaN -> min."""
-    return jnp.where(jnp.isnan(depth), min_depth, jnp.clip(depth, min_depth, max_depth))
+def stop_if_preempted(where: str) -> None:
+    """Multi-process: raise `PreemptedBetweenPhases` once any process got SIGTERM.
+
+    Call on every process at the same places (between a study's phases): the processes agree
+    there as the trainer's processes agree at a step (`preemption.reached_sync_point`), so a
+    SIGTERM after the last training step still ends the study in time, on every process.
+    """
+    if preemption.reached_sync_point():
+        raise PreemptedBetweenPhases(where)

@@ -22,11 +22,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dgr_jax import evaluate, jsonio, sharding, storage, viz
-from dgr_jax.analysis import ablation_stats, bootstrap, figures
-from dgr_jax.analysis.sparsity import sobel_magnitude
+from dgr_jax.analysis.ablation import stats as ablation_stats
+from dgr_jax.analysis.common import bootstrap, figures
+from dgr_jax.analysis.common.edges import SOBEL_NORM, sobel_magnitude
 from dgr_jax.metric_writer import read_jsonl
 
-_SOBEL_NORM = 8.0  # unit ramp -> 8: slope in m/px (edges.py)
 _COLOURS = matplotlib.colormaps["tab10"].colors
 
 
@@ -72,7 +72,7 @@ def plot_metrics(path: str, config, per_run: dict, constant: dict) -> None:
 
 
 def _grad(depth: np.ndarray) -> np.ndarray:
-    return sobel_magnitude(np.asarray(depth)[None])[0] / _SOBEL_NORM
+    return sobel_magnitude(np.asarray(depth)[None])[0] / SOBEL_NORM
 
 
 def arm_predictions(config, run, eval_name: str, indices) -> list[dict]:
@@ -88,9 +88,13 @@ def arm_predictions(config, run, eval_name: str, indices) -> list[dict]:
 
 
 def plot_gradients(
-    path: str, config, runs: dict, eval_name: str, num_images: int, log=print
+    path: str, config, runs: dict, eval_name: str, num_images: int, log=print, write: bool = True
 ) -> None:
-    """gradients.png (module docstring); `runs`: arm -> its first-seed Run."""
+    """gradients.png (module docstring); `runs`: arm -> its first-seed Run.
+
+    Every process predicts (the model is sharded over all devices); only where `write` is the
+    figure drawn and saved.
+    """
     arms = [a for a in config.main_arms if a in runs]
     indices = [int(k) for k in config.pictures if 0 <= int(k) < num_images]
     if not indices:
@@ -99,6 +103,8 @@ def plot_gradients(
     for arm in arms:
         log(f"gradients.png: predicting with {arm}")
         preds[arm] = arm_predictions(config, runs[arm], eval_name, indices)
+    if not write:
+        return
     n_images = len(preds[arms[0]])
     grid: list[list] = []
     for row_i in range(n_images):

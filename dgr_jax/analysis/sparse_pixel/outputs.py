@@ -1,6 +1,6 @@
 """Writing the sparse-pixel study's files: CSVs, figures, results dict, summary.md, mask nets.
 
-Ours. File list and meaning: `sparse_pixel.py`'s module docstring.
+Ours. File list and meaning: `study.py`'s module docstring.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import ml_collections
 import numpy as np
 
 from dgr_jax import jsonio, storage
-from dgr_jax.analysis import figures, report
-from dgr_jax.analysis.sparsity import PIXEL_CLASSES, grey, sobel_magnitude
-from dgr_jax.analysis.study_eval import TestSet
+from dgr_jax.analysis.common.edges import SOBEL_NORM, sobel_magnitude
+from dgr_jax.analysis.sparse_pixel import figures, report
+from dgr_jax.analysis.sparse_pixel.evaluation import TestSet
+from dgr_jax.analysis.sparse_pixel.sparsity import PIXEL_CLASSES, grey
 
 CURVE_COLUMNS = ("model", "sparsity", "rmse_vs_gt", "rmse_vs_full", "lambda", "mask_mean", "kept")
 SWEEP_COLUMNS = (
@@ -30,7 +31,6 @@ SWEEP_COLUMNS = (
     "train_rec",
     "train_mask_mean",
 )
-_SOBEL_NORM = 8.0  # unit ramp -> 8: slope in m/px (edges.py)
 
 
 def save_mask_net(workdir: str, arm: str, lam: float, params) -> str:
@@ -46,7 +46,7 @@ def save_mask_net(workdir: str, arm: str, lam: float, params) -> str:
 
 def _grad_mag(depth: np.ndarray) -> np.ndarray:
     """Sobel slope magnitude (m/px) of (H, W) depth, the edge metrics' kernels."""
-    return sobel_magnitude(depth[None])[0] / _SOBEL_NORM
+    return sobel_magnitude(depth[None])[0] / SOBEL_NORM
 
 
 def write_figures(config, workdir: str, labels: dict, test: TestSet, per_arm: dict) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from dgr_jax.analysis.ablation_stats import better_direction
+from dgr_jax.analysis.ablation.stats import better_direction
 from dgr_jax.evaluators.report import protocol_in_words
 
 
@@ -43,7 +43,7 @@ def _switches(s: dict) -> list[str]:
 
 
 def render_summary(r: dict) -> str:
-    """summary.md from summary.json (see ablation_outputs.summary_dict)."""
+    """summary.md from summary.json (see outputs.summary_dict)."""
     table = r["metrics"]["table"]
     base = r["baseline"]
     seeds = r["seeds"]

@@ -25,8 +25,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from dgr_jax.analysis.mask_loss import mask_loss
-from dgr_jax.analysis.sparsity import masked_input
+from dgr_jax.analysis.sparse_pixel.mask_loss import mask_loss
+from dgr_jax.analysis.sparse_pixel.sparsity import masked_input
 from dgr_jax.models.mask_net import MaskNet
 from dgr_jax.steps import ModelDef
 

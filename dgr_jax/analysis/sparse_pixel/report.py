@@ -211,7 +211,8 @@ def render_summary(r: dict) -> str:
     out += ["## Verdict on the paper's claim", ""]
     out += [
         "Claim (paper): Transformers keep less depth gradient continuity than CNNs. Rule (fixed "
-        "in dgr_jax/analysis/report.py, not tuned): the claim holds on this data if the "
+        "in dgr_jax/analysis/sparse_pixel/report.py, not tuned): the claim holds on this data "
+        "if the "
         f"{t} arm's grad_err exceeds the {c} arm's by more than 2 paired standard errors over "
         "the test images, is contradicted if it is lower by more than 2 SE, and is undecided "
         "otherwise.",

@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgr_jax import protocol
+from dgr_jax.analysis.common.edges import SOBEL_NORM, sobel_magnitude
 from dgr_jax.evaluators.edges import sobel, valid_3x3
 
 PIXEL_CLASSES = ("image_edge", "depth_edge", "texture")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
-_SOBEL_NORM = 8.0  # unit ramp -> 8 (see edges.py)
 
 
 def normalise(rgb01: jax.Array) -> jax.Array:
@@ -74,17 +74,6 @@ def binarize_top_fraction(mask: jax.Array, sparsity: float) -> jax.Array:
     """
     _, h, w = mask.shape
     return _keep_top_k(jnp.asarray(mask), jnp.int32(keep_count(h * w, sparsity)))
-
-
-def sobel_magnitude(x: np.ndarray) -> np.ndarray:
-    """|Sobel| of (B, H, W) maps with edge-replicated borders (no zero-padding frame).
-
-    The edge metrics' kernels (`edges.sobel`); replicating the border instead of zero padding
-    keeps the one-pixel frame from reading as the strongest edge of every image.
-    """
-    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
-    gx, gy = sobel(jnp.asarray(xp))
-    return np.hypot(np.asarray(gx, np.float64), np.asarray(gy, np.float64))[:, 1:-1, 1:-1]
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -141,7 +130,7 @@ def pixel_classes(
 
     region = np.asarray(valid_3x3(jnp.asarray(valid)))
     dgx, dgy = (np.asarray(g, np.float64) for g in sobel(jnp.asarray(np.where(valid, gt, 0.0))))
-    slope = np.hypot(dgx, dgy) / _SOBEL_NORM / np.where(valid, gt, 1.0)
+    slope = np.hypot(dgx, dgy) / SOBEL_NORM / np.where(valid, gt, 1.0)
     depth_edge = (slope > depth_edge_rel) & region
 
     var = _box_mean(luma**2, texture_window) - _box_mean(luma, texture_window) ** 2

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from dgr_jax.analysis import bootstrap
+from dgr_jax.analysis.common import bootstrap
 from dgr_jax.evaluators.edges import HIGHER_IS_BETTER_EDGE
 from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
 

@@ -1,6 +1,6 @@
 """The sparse-pixel study's measurements on the test split, for one frozen arm at a time.
 
-For each arm (method.md section 2, details in `sparse_pixel.py`'s docstring): the prediction
+For each arm (method.md section 2, details in `study.py`'s docstring): the prediction
 from the full image N(I); every lambda's soft mask G(I) and the prediction from the softly
 masked image; at each sparsity s the mask of the chosen lambda binarised to exactly the top
 (1 - s) fraction and RMSE of N(I * M_s) against ground truth (valid pixels) and against N(I);
@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dgr_jax import xla_options
-from dgr_jax.analysis.arms import FrozenArm, clamp_depth
-from dgr_jax.analysis.sparsity import (
+from dgr_jax.analysis.sparse_pixel.arms import FrozenArm, clamp_depth
+from dgr_jax.analysis.sparse_pixel.sparsity import (
     binarize_top_fraction,
     masked_input,
     normalise,
@@ -96,8 +97,23 @@ def pixel_classes_of(test: TestSet, class_cfg: dict, chunk: int = 32) -> dict[st
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _global(x: np.ndarray, sh) -> jax.Array:
+    """A global array on `sh` from a value every process holds in full."""
+    return jax.make_array_from_callback(x.shape, sh, lambda index: x[index])
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    """The whole of a (possibly multi-process) sharded array, on every process."""
+    if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def map_batches(fn: Callable, arrays: Sequence[np.ndarray], batch: int, batch_sh) -> np.ndarray:
-    """fn over leading-axis chunks of `batch` (the last zero-padded), sharded over `data`."""
+    """fn over leading-axis chunks of `batch` (the last zero-padded), sharded over `data`.
+
+    Multi-process: every process holds the same `arrays` and gets the whole result.
+    """
     n, outs = arrays[0].shape[0], []
     for start in range(0, n, batch):
         chunk = [a[start : start + batch] for a in arrays]
@@ -106,8 +122,8 @@ def map_batches(fn: Callable, arrays: Sequence[np.ndarray], batch: int, batch_sh
             chunk = [
                 np.concatenate([c, np.zeros((batch - m, *c.shape[1:]), c.dtype)]) for c in chunk
             ]
-        out = fn(*(jax.device_put(c, batch_sh) for c in chunk))
-        outs.append(np.asarray(jax.device_get(out))[:m])
+        out = fn(*(_global(c, batch_sh) for c in chunk))
+        outs.append(_host(out)[:m])
     return np.concatenate(outs)
 
 

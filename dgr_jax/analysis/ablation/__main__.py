@@ -1,0 +1,6 @@
+"""`python -m dgr_jax.analysis.ablation --config ... --workdir ...` (see `study.py`)."""
+
+from dgr_jax.analysis.common import cli
+
+if __name__ == "__main__":
+    cli.run("dgr_jax.analysis.ablation")

@@ -1,0 +1,1 @@
+"""What both studies share: training runs, statistics, figure helpers, workdir, command line."""

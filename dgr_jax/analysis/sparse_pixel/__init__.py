@@ -1,0 +1,1 @@
+"""The sparse-pixel comparative study (`study.py`; `python -m dgr_jax.analysis.sparse_pixel`)."""
