@@ -159,7 +159,7 @@ def test_patch14_evaluation_frame_resize_and_align_corners():
 
 @pytest.mark.parametrize("arg", ["smoke", pytest.param("vits", marks=pytest.mark.slow)])
 def test_ablation_study_resolves_and_its_cnn_arm_builds(arg, tmp_path):
-    from dgr_jax.analysis import ablation
+    from dgr_jax.analysis.ablation import study as ablation
 
     config = _config("ablation_nyu_depth_anything_v2", arg)
     runs = ablation.resolve_runs(config, str(tmp_path))
