@@ -25,16 +25,13 @@ from dgr_jax import (
     evaluate,
     jsonio,
     multihost,
-    optim,
     paths,
     sharding,
-    steps,
     storage,
+    train_program,
     weights,
-    xla_options,
 )
 from dgr_jax.data import datasets, pipeline
-from dgr_jax.losses import make_loss
 from dgr_jax.metric_writer import MetricWriter, format_duration, plot_training_curves
 
 
@@ -130,7 +127,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"devices; use a multiple of {data_size} (or set mesh.data)"
         )
     batch_sh = sharding.batch_sharding(mesh)
-    repl = sharding.replicated(mesh)
 
     # ---- Data --------------------------------------------------------------------------------
     data_dir = paths.data_dir_of(config, workdir)
@@ -151,20 +147,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         build_args=build_args,
     )
 
-    # ---- Model, loss, optimiser ---------------------------------------------------------------
-    model_def = steps.model_def_from_config(config)
-    loss_fn = make_loss(config.loss)
-    tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
+    # ---- Model, loss, optimiser, state shardings and the jitted step -------------------------
+    # Built by the one function that `python -m dgr_jax.aot` compiles for TPU / GPU targets.
+    try:
+        program = train_program.build_train_program(config, mesh)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    model_def = program.model_def
 
     # ---- State: abstract first, then created already sharded ----------------------------------
-    # The seed is an argument, not a constant of the program, so runs that differ only in their
-    # seed (the ablation study's) share one compiled init.
-    def init_fn(seed):
-        return steps.init_state(model_def, tx, seed)
-
+    init_fn = program.init_fn
     seed = np.int32(config.seed)
-    abstract = jax.eval_shape(init_fn, seed)
-    state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
+    abstract = program.abstract_state
+    state_sh = program.state_shardings
     ckpt = checkpoint.Checkpointer(
         storage.join(workdir, "checkpoints"),
         keep=config.keep_ckpts,
@@ -199,12 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---- Step -------------------------------------------------------------------------------
-    train_step = xla_options.jit(
-        steps.make_train_step(model_def, loss_fn, tx, schedule, min_depth=config.loss.min_depth),
-        in_shardings=(state_sh, {"image": batch_sh, "depth": batch_sh}),
-        out_shardings=(state_sh, repl),
-        donate_argnums=(0,),
-    )
+    train_step = program.step
 
     # ---- Evaluators ------------------------------------------------------------------------
     evaluators = evaluate.make_evaluators(config, data_dir, mesh)
