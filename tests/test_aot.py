@@ -196,3 +196,18 @@ def test_batch_not_divisible_over_the_slice_exits_2():
     run = _aot("--config", SMOKE, "--target", "v5e:2x2", "--config.batch_size=6")
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "batch_size=6 is not divisible by the 4 data-parallel devices" in run.stderr
+
+
+def test_missing_tpu_plugin_names_the_pip_command():
+    import importlib.util
+
+    if importlib.util.find_spec("libtpu") is not None:
+        pytest.skip("this interpreter has libtpu")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    run = subprocess.run(
+        [sys.executable, "-m", "dgr_jax.aot", "--config", SMOKE, "--target", "v5e:2x2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: target 'v5e:2x2' needs the TPU compiler (libtpu)")
+    assert targets.TPU_PIP in run.stderr
