@@ -148,13 +148,15 @@ def test_smoke_compiles_for_a_tpu_slice(tmp_path):
     train = result["train_step"]
     # The gradients are all-reduced over the 4 data-parallel devices.
     assert train["collectives"]["all-reduce"]["bytes"] > 0
-    # Flops per device x 4 devices within 10% of the same step's cost on the CPU (1 device).
+    # Flops within 10% of the same step's CPU cost analysis: the CPU program on the same 4-device
+    # data-parallel mesh, per device, times the 4 devices (measured: TPU 86.6 MFLOP vs CPU 80.6
+    # per device; against one CPU device, 308 MFLOP, the replicated optimizer update counts 4x).
     config = configlib.load(os.path.join(ROOT, SMOKE))
     program = train_program.build_train_program(
-        config, sharding.make_mesh(config.mesh, jax.devices()[:1])
+        config, sharding.make_mesh(config.mesh, jax.devices()[:4])
     )
     cpu_flops = program.step.lower(*program.abstract_inputs()).compile().cost_analysis()["flops"]
-    assert train["flops"] * 4 == pytest.approx(cpu_flops, rel=0.10)
+    assert train["flops"] * 4 == pytest.approx(cpu_flops * 4, rel=0.10)
     # Resident on one device: at least the replicated parameters and optimizer state.
     state, _ = program.abstract_inputs()
     state_bytes = sum(
