@@ -114,6 +114,7 @@ def table(path: str) -> str:
         "| train-step GFLOP / device | roofline ms | MFU ceiling | compile s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    not_run: list[dict] = []
     for cell in cells():
         if cell["max_batch"]:
             continue
@@ -121,7 +122,13 @@ def table(path: str) -> str:
         search = rows.get(_key({**cell, "max_batch": True}))
         name = f"| {cell['recipe']} | {cell['target']} | {cell['dtype']} |"
         if row is None or row["result"] is None:
-            why = "not run yet" if row is None else f"failed: {row['error']}"
+            if row is None:
+                not_run.append(cell)
+                continue
+            if row["exit"] is None:
+                why = f"compile not finished within {row['wall_s']:.0f} s (shared machine)"
+            else:
+                why = f"failed: {row['error']}"
             lines.append(f"{name} {why} | | | | | | |")
             continue
         res, train = row["result"], row["result"]["train_step"]
@@ -136,6 +143,10 @@ def table(path: str) -> str:
         mfu = "-" if train.get("mfu_ceiling") is None else f"{train['mfu_ceiling']:.2f}"
         seconds = f"{train['compile_s']:.0f}"
         lines.append(f"{name} {fits} | {peak} | {best} | {flops} | {roof} | {mfu} | {seconds} |")
+    total = len([c for c in cells() if not c["max_batch"]])
+    lines.append(
+        f"\n{len(not_run)} of the {total} cells (11 recipes x 5 targets x 2 dtypes): not run yet."
+    )
     return "\n".join(lines)
 
 

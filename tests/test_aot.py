@@ -172,7 +172,7 @@ def test_batch_far_too_large_for_an_h100_host_exits_2(tmp_path):
         pytest.skip(f"no CUDA plugin in {AOT_PYTHON}: {targets.GPU_PIP}")
     out = tmp_path / "plan.json"
     run = _aot(
-        "--config", SMOKE, "--target", "h100:4", "--config.batch_size=262144", "--json", str(out)
+        "--config", SMOKE, "--target", "h100:4", "--config.batch_size=1048576", "--json", str(out)
     )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
