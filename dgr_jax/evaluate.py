@@ -94,9 +94,14 @@ def eval_frame_size(config: ml_collections.ConfigDict, eval_name: str) -> tuple[
 
 
 def make_predict_fn(model_def: ModelDef, state_shardings: dict, batch_sharding) -> Callable:
-    """predict(params, rest, images) jitted with the train state's shardings."""
+    """predict(params, rest, images) jitted with the train state's shardings.
+
+    Compiled for the platform of `batch_sharding`'s mesh (`dgr_jax.aot` builds it on a
+    described TPU slice or GPU host).
+    """
     return xla_options.jit(
         make_predict(model_def),
+        backend=batch_sharding.mesh.devices.flat[0].platform,
         in_shardings=(state_shardings["params"], state_shardings["rest"], batch_sharding),
         out_shardings=batch_sharding,
     )

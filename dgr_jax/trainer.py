@@ -25,19 +25,16 @@ from dgr_jax import (
     evaluate,
     jsonio,
     multihost,
-    optim,
     paths,
     preemption,
     sharding,
     signals,
-    steps,
     storage,
+    train_program,
     weights,
-    xla_options,
 )
 from dgr_jax.data import datasets, input_size, pipeline, watchdog
 from dgr_jax.data.prefetch import Prefetcher
-from dgr_jax.losses import make_loss
 from dgr_jax.metric_writer import MetricWriter, format_duration, plot_training_curves
 
 
@@ -93,23 +90,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---- Mesh --------------------------------------------------------------------------------
     mesh = sharding.make_mesh(config.mesh)
-    data_size = mesh.shape["data"]
-    if config.batch_size % data_size:
-        raise TrainingError(
-            f"batch_size={config.batch_size} is not divisible by the {data_size} data-parallel "
-            f"devices; use a multiple of {data_size} (or set mesh.data)"
-        )
-    accum_steps = int(config.get("grad_accum_steps", 1))
-    if accum_steps < 1 or config.batch_size % (data_size * accum_steps):
-        raise TrainingError(
-            f"grad_accum_steps={accum_steps} with batch_size={config.batch_size} on "
-            f"{data_size} data-parallel devices: every micro-batch must split evenly over the "
-            f"devices, so batch_size must be a multiple of {data_size} x grad_accum_steps "
-            f"(= {data_size * max(accum_steps, 1)}); each device then runs "
-            "batch_size / (devices x grad_accum_steps) examples at a time"
-        )
+    try:  # before any data is built: the batch must split over the devices (and micro-batches)
+        train_program.check_batch(config, mesh)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    accum_steps = train_program.accum_steps_of(config)
     batch_sh = sharding.batch_sharding(mesh)
-    repl = sharding.replicated(mesh)
 
     # ---- Data --------------------------------------------------------------------------------
     data_dir = paths.data_dir_of(config, workdir)
@@ -136,20 +122,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         build_args=build_args,
     )
 
-    # ---- Model, loss, optimiser ---------------------------------------------------------------
-    model_def = steps.model_def_from_config(config)
-    loss_fn = make_loss(config.loss)
-    tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
+    # ---- Model, loss, optimiser, state shardings and the jitted step -------------------------
+    # Built by the one function that `python -m dgr_jax.aot` compiles for TPU / GPU targets.
+    try:
+        program = train_program.build_train_program(config, mesh)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    model_def = program.model_def
 
     # ---- State: abstract first, then created already sharded ----------------------------------
-    # The seed is an argument, not a constant of the program, so runs that differ only in their
-    # seed (the ablation study's) share one compiled init.
-    def init_fn(seed):
-        return steps.init_state(model_def, tx, seed)
-
+    init_fn = program.init_fn
     seed = np.int32(config.seed)
-    abstract = jax.eval_shape(init_fn, seed)
-    state_sh = sharding.state_shardings(abstract, mesh, config.sharding)
+    abstract = program.abstract_state
+    state_sh = program.state_shardings
     ckpt = checkpoint.Checkpointer(
         storage.join(workdir, "checkpoints"),
         keep=config.keep_ckpts,
@@ -194,20 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---- Step -------------------------------------------------------------------------------
-    train_step = xla_options.jit(
-        steps.make_train_step(
-            model_def,
-            loss_fn,
-            tx,
-            schedule,
-            min_depth=config.loss.min_depth,
-            max_depth=float(config.loss.get("max_depth", 0.0)),
-            accum_steps=accum_steps,
-        ),
-        in_shardings=(state_sh, {"image": batch_sh, "depth": batch_sh}),
-        out_shardings=(state_sh, repl),
-        donate_argnums=(0,),
-    )
+    train_step = program.step
 
     # ---- Evaluators ------------------------------------------------------------------------
     # Every wait for input (training batches, evaluators' reads) is bounded by the stall

@@ -62,6 +62,10 @@ def options(backend: str | None = None) -> dict[str, str]:
     return {**CPU_OPTIONS, **(FAST_COMPILE_OPTIONS if _fast_compile else {})}
 
 
-def jit(fun: Callable, **kwargs: Any) -> Callable:
-    """`jax.jit(fun, **kwargs)` compiled with `options()` for the default backend."""
-    return jax.jit(fun, compiler_options=options() or None, **kwargs)
+def jit(fun: Callable, *, backend: str | None = None, **kwargs: Any) -> Callable:
+    """`jax.jit(fun, **kwargs)` compiled with `options(backend)` (default: JAX's default backend).
+
+    `backend` is the platform the program is compiled for when that is not the default one:
+    `dgr_jax.aot` compiles for TPU / GPU devices described without being attached.
+    """
+    return jax.jit(fun, compiler_options=options(backend) or None, **kwargs)

@@ -91,6 +91,11 @@ def _normalise(
     return x, x_flipped
 
 
+def global_batch_size(batch_size: int, data_size: int) -> int:
+    """The evaluation batch: `batch_size` rounded up to a multiple of the data-parallel size."""
+    return math.ceil(batch_size / data_size) * data_size
+
+
 @functools.cache
 def _jitted_normalise(sharding: NamedSharding, flip: bool, pad: tuple[int, int]) -> Callable:
     # Cached so evaluators built repeatedly (periodic eval, tests) share compilations.
@@ -217,7 +222,7 @@ class DepthEvaluator:
         self.mesh = mesh
         self._sharding = NamedSharding(mesh, P("data"))
         data_size = mesh.shape["data"]
-        self.global_batch = math.ceil(int(config.batch_size) / data_size) * data_size
+        self.global_batch = global_batch_size(int(config.batch_size), data_size)
         if self.global_batch % jax.process_count():
             raise ValueError(f"eval {name!r}: batch {self.global_batch} not divisible by processes")
         self.local_batch = self.global_batch // jax.process_count()
