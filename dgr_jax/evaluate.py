@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
-from dgr_jax import paths, storage, xla_options
+from dgr_jax import paths, precision, storage, xla_options
 from dgr_jax.data import datasets
 from dgr_jax.registry import EVALUATORS
 from dgr_jax.steps import ModelDef, make_predict
@@ -24,6 +24,7 @@ HEADLINE = ("abs_rel", "rmse", "d1", "grad_err", "si_boundary_f1")
 
 def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> dict:
     """{name: evaluator} for every entry of `config.evals` (datasets built if needed)."""
+    matmul_precision = precision.eval_precision(config)
     result = {}
     for name, cfg in config.evals.items():
         source = datasets.open_split(
@@ -34,15 +35,30 @@ def make_evaluators(config: ml_collections.ConfigDict, data_dir: str, mesh) -> d
             build_args=dict(config.input.build),
         )
         result[name] = EVALUATORS.get(cfg.type)(
-            cfg, name=name, source=source, input_size=tuple(config.input.size), mesh=mesh
+            cfg,
+            name=name,
+            source=source,
+            input_size=tuple(config.input.size),
+            mesh=mesh,
+            matmul_precision=matmul_precision,  # what make_predict_fn compiles with
         )
     return result
 
 
-def make_predict_fn(model_def: ModelDef, state_shardings: dict, batch_sharding) -> Callable:
-    """predict(params, rest, images) jitted with the train state's shardings."""
+def make_predict_fn(
+    model_def: ModelDef,
+    state_shardings: dict,
+    batch_sharding,
+    *,
+    matmul_precision: str = precision.DEFAULT_EVAL_PRECISION,
+) -> Callable:
+    """predict(params, rest, images) jitted with the train state's shardings.
+
+    Every dot and convolution of the model runs at `matmul_precision` (`config.eval_precision`,
+    see dgr_jax/precision.py).
+    """
     return xla_options.jit(
-        make_predict(model_def),
+        precision.with_matmul_precision(make_predict(model_def), matmul_precision),
         in_shardings=(state_shardings["params"], state_shardings["rest"], batch_sharding),
         out_shardings=batch_sharding,
     )
@@ -136,7 +152,12 @@ def evaluate_checkpoint(
     model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
     data_dir = paths.data_dir_of(config, workdir)
     evaluators = make_evaluators(config, data_dir, mesh)
-    predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))
+    predict = make_predict_fn(
+        model_def,
+        state_sh,
+        sharding.batch_sharding(mesh),
+        matmul_precision=precision.eval_precision(config),
+    )
     return run_all(evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval"))
 
 

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dgr_jax import storage
+from dgr_jax import precision, storage
+from dgr_jax.precision import EVAL_PRECISIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MM_PER_M = 1000.0
@@ -105,7 +106,14 @@ def _config_from_weights(weights_dir: str):
 class Predictor:
     """Restored model + jitted flip-TTA prediction at a fixed model input size."""
 
-    def __init__(self, config, workdir: str, checkpoint: str, flip_tta: str):
+    def __init__(
+        self,
+        config,
+        workdir: str,
+        checkpoint: str,
+        flip_tta: str,
+        matmul_precision: str = precision.DEFAULT_EVAL_PRECISION,
+    ):
         import jax
 
         from dgr_jax import evaluate, sharding
@@ -114,7 +122,9 @@ class Predictor:
         model_def, mesh, state, state_sh, self.step = evaluate.restore_for_inference(
             config, workdir, checkpoint
         )
-        self._predict = evaluate.make_predict_fn(model_def, state_sh, sharding.replicated(mesh))
+        self._predict = evaluate.make_predict_fn(
+            model_def, state_sh, sharding.replicated(mesh), matmul_precision=matmul_precision
+        )
         self._state = state
         self._flip = flip_tta
 
@@ -152,6 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="output folder (created)")
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels: write .ply")
     p.add_argument("--flip_tta", default="blend", choices=("blend", "mean", "none"))
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=EVAL_PRECISIONS,
+        help="matmul precision of the model's dots and convolutions (dgr_jax/precision.py); "
+        "default: the config's eval_precision, else highest",
+    )
     args = p.parse_args(argv)
     from dgr_jax import compile_cache
 
@@ -170,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             config = _config_from_weights(args.weights)
             workdir = args.output  # no checkpoints there: the weights are used
+        matmul_precision = args.precision or precision.eval_precision(config)
     except (FileNotFoundError, KeyError, ValueError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -197,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if size not in predictors:
             with config.unlocked():
                 config.input.size = size
-            predictors[size] = Predictor(config, workdir, args.checkpoint, args.flip_tta)
+            predictors[size] = Predictor(
+                config, workdir, args.checkpoint, args.flip_tta, matmul_precision
+            )
         model_in = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
         depth = predictors[size]((model_in.astype(np.float32) / 255.0 - mean) / std)
         depth = np.asarray(Image.fromarray(depth, mode="F").resize((w, h), Image.BILINEAR))

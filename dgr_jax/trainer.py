@@ -27,6 +27,7 @@ from dgr_jax import (
     multihost,
     optim,
     paths,
+    precision,
     sharding,
     steps,
     storage,
@@ -208,7 +209,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---- Evaluators ------------------------------------------------------------------------
     evaluators = evaluate.make_evaluators(config, data_dir, mesh)
-    predict = evaluate.make_predict_fn(model_def, state_sh, batch_sh)
+    predict = evaluate.make_predict_fn(
+        model_def, state_sh, batch_sh, matmul_precision=precision.eval_precision(config)
+    )
 
     # ---- Input iterator (restored to the checkpoint's position) ----------------------------
     it = pipeline.train_iterator(

@@ -137,6 +137,9 @@ class DepthEvaluator:
             "depth": float32 (H, W) metres with 0 = invalid, "focal", "id": str | bytes}.
         input_size: (h, w) the model expects.
         mesh: the device mesh; batches are sharded over its "data" axis. Default: all devices.
+        matmul_precision: the precision of the predictor's dots and convolutions
+            (`config.eval_precision`, dgr_jax/precision.py), named in the protocol; None when
+            the caller does not say.
     """
 
     def __init__(
@@ -147,8 +150,10 @@ class DepthEvaluator:
         source: Any,
         input_size: Sequence[int],
         mesh: Mesh | None = None,
+        matmul_precision: str | None = None,
     ):
         self.name = name
+        self.matmul_precision = matmul_precision
         self.source = source
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.dataset, self.split = str(config.dataset), str(config.split)
@@ -369,6 +374,7 @@ class DepthEvaluator:
             "kb_crop": self.kb_crop,
             "num_images": num_images,
             "input_size": list(self.input_size),
+            "matmul_precision": self.matmul_precision,
         }
 
     def predictions(self, predict_fn: PredictFn, indices: Sequence[int]) -> list[dict[str, Any]]:
