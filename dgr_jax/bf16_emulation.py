@@ -3,11 +3,13 @@
 A TPU computes a float32 dot or convolution at DEFAULT precision as one pass on its matrix unit:
 both operands rounded to bfloat16 (8 significant bits), products exact, accumulation in float32.
 XLA:CPU ignores the precision attribute and always computes in float32, so the TPU's numbers
-cannot be had on a CPU by asking for DEFAULT. `one_bf16_pass(fn)` re-evaluates `fn`'s jaxpr
-with every `dot_general` and `conv_general_dilated` fed bfloat16-rounded operands (then a float32
-product at HIGHEST, output dtype unchanged); every other op is as traced. Applied to a model's
-prediction it gives what `config.eval_precision="default"` computes on a TPU, up to the order of
-the float32 accumulation.
+cannot be had on a CPU by asking for DEFAULT. `one_bf16_pass(fn)` traces `fn` as
+`config.eval_precision="default"` does (no global matmul precision) and re-evaluates its jaxpr
+with every `dot_general` and `conv_general_dilated` operand that runs at DEFAULT precision
+rounded to bfloat16 (then a float32 product at HIGHEST, output dtype unchanged). Operands of ops
+that ask for more themselves (HIGH, HIGHEST, e.g. `jax.image.resize`) stay float32, as on the
+TPU; every other op is as traced. Applied to a model's prediction it gives what
+`eval_precision="default"` computes on a TPU, up to the order of the float32 accumulation.
 
 Higher-order primitives: calls (jit, custom_jvp / custom_vjp, checkpoint) are inlined (forward
 only: the result is for evaluation, not differentiation); loops and conditionals (scan,
@@ -46,6 +48,15 @@ def round_to_bfloat16(x: jax.Array) -> jax.Array:
     return x.astype(jnp.bfloat16).astype(jnp.float32)
 
 
+def _one_pass_operands(precision: Any) -> tuple[bool, bool]:
+    """Which of the two operands a TPU rounds to bfloat16 at this `precision` parameter."""
+    if precision is None:
+        return True, True
+    if isinstance(precision, tuple) and len(precision) == 2:
+        return tuple(p in (None, jax.lax.Precision.DEFAULT) for p in precision)
+    raise NotImplementedError(f"dot algorithm {precision!r}: no one-pass emulation")
+
+
 def one_bf16_pass(fn: Callable) -> Callable:
     """`fn` with its dots and convolutions computed from bfloat16-rounded operands (module doc).
 
@@ -53,7 +64,8 @@ def one_bf16_pass(fn: Callable) -> Callable:
     """
 
     def emulated(*args):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        with jax.default_matmul_precision(None):  # as eval_precision="default" traces it
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         out = eval_closed(closed, jax.tree.leaves(args))
         return jax.tree.unflatten(jax.tree.structure(out_shape), out)
 
@@ -95,8 +107,10 @@ def _eval(jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
         if name in ROUNDED_PRIMITIVES:
+            rounds = _one_pass_operands(eqn.params.get("precision"))
+            operands = [round_to_bfloat16(x) if r else x for x, r in zip(invals, rounds)]
             params = {**eqn.params, "precision": _HIGHEST}
-            outvals = eqn.primitive.bind(*[round_to_bfloat16(x) for x in invals], **params)
+            outvals = eqn.primitive.bind(*operands, **params)
         elif name in _INLINED:
             body = eqn.params[_INLINED[name]]
             if isinstance(body, core.ClosedJaxpr):

@@ -117,6 +117,10 @@ def test_one_bf16_pass_matmul_matches_numpy():
     # ... and it is not the float32 product: bfloat16 keeps 8 significant bits.
     exact = x.astype(np.float64) @ y
     assert np.max(np.abs(got - exact) / scale) > 1e-4
+    # A dot that asks for HIGHEST itself (jax.image.resize's) stays float32, as on a TPU, even
+    # under the tests' global "highest" (conftest.py), which the emulation clears.
+    pinned = jax.jit(one_bf16_pass(lambda a, b: jnp.matmul(a, b, precision="highest")))(x, y)
+    np.testing.assert_allclose(pinned, exact, rtol=1e-5, atol=1e-4)
 
 
 def test_one_bf16_pass_rounds_convolutions_inside_calls():
