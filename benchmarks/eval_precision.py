@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # newcrfs_layout: the official key layo
 STANDARD = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3")
 
 
-def compare(evaluator, model_def, state, state_sh, mesh) -> dict:
-    """Metrics in float32 and with one bfloat16 pass, same evaluator and parameters."""
+def compare(evaluator, model_def, state, state_sh, mesh, change_images: int = 8) -> dict:
+    """Metrics in float32 and with one bfloat16 pass, same evaluator and parameters; the
+    relative change of the final prediction on the first `change_images` images."""
     from dgr_jax import evaluate, sharding, steps, xla_options
     from dgr_jax.bf16_emulation import one_bf16_pass
 
@@ -50,18 +51,40 @@ def compare(evaluator, model_def, state, state_sh, mesh) -> dict:
             out_shardings=batch_sh,
         ),
     }
-    metrics, seconds = {}, {}
+    metrics, seconds, depths = {}, {}, {}
     for name, predict in runs.items():
         start = time.perf_counter()
         result = evaluator.run(lambda x, p=predict: p(params, rest, x), out_dir=None)
         seconds[name] = round(time.perf_counter() - start, 1)
         metrics[name] = {k: float(result[k]) for k in STANDARD}
+        # The final predictions (TTA, resize, clamp) of the first images, for the change below.
+        first = list(range(min(change_images, int(result["num_images"]))))
+        depths[name] = evaluator.predictions(lambda x, p=predict: p(params, rest, x), first)
     delta = {k: metrics["bf16_pass"][k] - metrics["float32"][k] for k in STANDARD}
     return {
         "num_images": int(result["num_images"]),
         **metrics,
         "delta": delta,
+        "prediction_change": _prediction_change(depths["float32"], depths["bf16_pass"]),
         "seconds": seconds,
+    }
+
+
+def _prediction_change(reference: list[dict], other: list[dict]) -> dict:
+    """|other - reference| / reference over the evaluated pixels of the same images."""
+    import numpy as np
+
+    rel = np.concatenate(
+        [
+            np.abs(o["depth"] - r["depth"])[r["valid"]] / r["depth"][r["valid"]]
+            for r, o in zip(reference, other)
+        ]
+    )
+    return {
+        "images": len(reference),
+        "mean_relative": float(np.mean(rel)),
+        "p99_relative": float(np.percentile(rel, 99)),
+        "max_relative": float(np.max(rel)),
     }
 
 

@@ -27,7 +27,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dgr_jax import precision, storage
-from dgr_jax.precision import EVAL_PRECISIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MM_PER_M = 1000.0
@@ -165,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--precision",
         default=None,
-        choices=EVAL_PRECISIONS,
+        choices=precision.EVAL_PRECISIONS,
         help="matmul precision of the model's dots and convolutions (dgr_jax/precision.py); "
         "default: the config's eval_precision, else highest",
     )
