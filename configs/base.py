@@ -3,6 +3,7 @@
 Keys (shared by train.py, eval.py and the analysis tools; see shared/design.md):
   seed, total_steps, batch_size (global), grad_accum_steps, log_every, ckpt_every, eval_every,
   keep_ckpts, init_from, data_dir, mesh {data, model}, sharding ("data_parallel" | "fsdp"), dtype,
+  eval_precision,
   input {...}, model {encoder, decoder, dgr, head}, loss {terms, silog, otdl, ...}, optim {...},
   evals {<name>: {...}}.
 """
@@ -39,6 +40,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding = "data_parallel"  # or "fsdp": params and optimizer state sharded over `data`
     c.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 params
     c.remat = False  # activation rematerialisation of encoder blocks (large ViTs)
+    # Matmul precision of every dot / convolution of evaluation (eval.py, the evaluators during
+    # training, dgr_jax.predict); training keeps `dtype`. "highest": float32 products, the
+    # digits of a float32 PyTorch run on any backend; "default": the backend's own (one bfloat16
+    # pass on a TPU: faster, metrics may move, benchmarks/README.md); "high" between. See
+    # dgr_jax/precision.py.
+    c.eval_precision = "highest"
 
     c.input = ml_collections.ConfigDict()
     c.input.dataset = "synthetic_depth/indoor"  # builder name[/builder config]

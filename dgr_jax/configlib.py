@@ -72,6 +72,7 @@ def inference_config(
     c.sharding = "data_parallel"
     c.dtype = "float32"
     c.remat = False
+    c.eval_precision = "highest"  # dgr_jax/precision.py
     c.best_metric = ""
     c.best_mode = "min"
     c.init_from = init_from

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 import dgr_jax.evaluators  # noqa: F401  (registers evaluator types)
-from dgr_jax import paths, storage, xla_options
+from dgr_jax import paths, precision, storage, xla_options
 from dgr_jax.data import datasets, input_size
 from dgr_jax.data import watchdog as input_watchdog
 from dgr_jax.evaluators import frame
@@ -39,6 +39,7 @@ def make_evaluators(
     """
     if watchdog is None:
         watchdog = input_watchdog.Watchdog(config.input.get("stall_timeout_s", 600))
+    matmul_precision = precision.eval_precision(config)
     result = {}
     for name, cfg in config.evals.items():
         source = datasets.open_split(
@@ -57,6 +58,7 @@ def make_evaluators(
             input_size=data_frame(config, name),
             mesh=mesh,
             multiple=frame.input_multiple(config.model),
+            matmul_precision=matmul_precision,  # what make_predict_fn compiles with
         )
     return result
 
@@ -93,14 +95,23 @@ def eval_frame_size(config: ml_collections.ConfigDict, eval_name: str) -> tuple[
     )
 
 
-def make_predict_fn(model_def: ModelDef, state_shardings: dict, batch_sharding) -> Callable:
+def make_predict_fn(
+    model_def: ModelDef,
+    state_shardings: dict,
+    batch_sharding,
+    *,
+    matmul_precision: str = precision.DEFAULT_EVAL_PRECISION,
+) -> Callable:
     """predict(params, rest, images) jitted with the train state's shardings.
+
+    Every dot and convolution of the model runs at `matmul_precision` (`config.eval_precision`,
+    see dgr_jax/precision.py).
 
     Compiled for the platform of `batch_sharding`'s mesh (`dgr_jax.aot` builds it on a
     described TPU slice or GPU host).
     """
     return xla_options.jit(
-        make_predict(model_def),
+        precision.with_matmul_precision(make_predict(model_def), matmul_precision),
         backend=batch_sharding.mesh.devices.flat[0].platform,
         in_shardings=(state_shardings["params"], state_shardings["rest"], batch_sharding),
         out_shardings=batch_sharding,
@@ -196,7 +207,12 @@ def evaluate_checkpoint(
     config = input_size.resolve(config, data_dir)  # input.size (0, 0): from the data
     model_def, mesh, state, state_sh, step = restore_for_inference(config, workdir, which)
     evaluators = make_evaluators(config, data_dir, mesh)
-    predict = make_predict_fn(model_def, state_sh, sharding.batch_sharding(mesh))
+    predict = make_predict_fn(
+        model_def,
+        state_sh,
+        sharding.batch_sharding(mesh),
+        matmul_precision=precision.eval_precision(config),
+    )
     return run_all(evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval"))
 
 

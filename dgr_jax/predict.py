@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dgr_jax import storage
+from dgr_jax import precision, storage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MM_PER_M = 1000.0
@@ -132,7 +132,14 @@ def _config_from_weights(weights_dir: str):
 class Predictor:
     """Restored model + jitted flip-TTA prediction at a fixed model input size."""
 
-    def __init__(self, config, workdir: str, checkpoint: str, flip_tta: str):
+    def __init__(
+        self,
+        config,
+        workdir: str,
+        checkpoint: str,
+        flip_tta: str,
+        matmul_precision: str = precision.DEFAULT_EVAL_PRECISION,
+    ):
         import jax
 
         from dgr_jax import evaluate, sharding
@@ -141,7 +148,9 @@ class Predictor:
         model_def, mesh, state, state_sh, self.step = evaluate.restore_for_inference(
             config, workdir, checkpoint
         )
-        self._predict = evaluate.make_predict_fn(model_def, state_sh, sharding.replicated(mesh))
+        self._predict = evaluate.make_predict_fn(
+            model_def, state_sh, sharding.replicated(mesh), matmul_precision=matmul_precision
+        )
         self._state = state
         self._flip = flip_tta
 
@@ -191,6 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--input_size", type=int, nargs=2, default=None, metavar=("H", "W"),
         help="resize every image to H x W for the model (default: the image as read)",
     )  # fmt: skip
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=precision.EVAL_PRECISIONS,
+        help="matmul precision of the model's dots and convolutions (dgr_jax/precision.py); "
+        "default: the config's eval_precision, else highest",
+    )
     args = p.parse_args(argv)
     from dgr_jax import compile_cache
 
@@ -209,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             config = _config_from_weights(args.weights)
             workdir = args.output  # no checkpoints there: the weights are used
+        matmul_precision = args.precision or precision.eval_precision(config)
     except (FileNotFoundError, KeyError, ValueError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -233,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if size not in predictors:
             with config.unlocked():
                 config.input.size = size
-            predictors[size] = Predictor(config, workdir, args.checkpoint, args.flip_tta)
+            predictors[size] = Predictor(
+                config, workdir, args.checkpoint, args.flip_tta, matmul_precision
+            )
         model_in = image
         if size != (h, w):
             model_in = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))

@@ -26,6 +26,7 @@ from dgr_jax import (
     jsonio,
     multihost,
     paths,
+    precision,
     preemption,
     sharding,
     signals,
@@ -187,7 +188,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stop = threading.Event()
     dog = watchdog.Watchdog(config.input.get("stall_timeout_s", 600), stop)
     evaluators = evaluate.make_evaluators(config, data_dir, mesh, watchdog=dog)
-    predict = evaluate.make_predict_fn(model_def, state_sh, batch_sh)
+    predict = evaluate.make_predict_fn(
+        model_def, state_sh, batch_sh, matmul_precision=precision.eval_precision(config)
+    )
 
     # ---- Input iterator (restored to the checkpoint's position) ----------------------------
     it = pipeline.train_iterator(

@@ -172,6 +172,9 @@ class DepthEvaluator:
         mesh: the device mesh; batches are sharded over its "data" axis. Default: all devices.
         multiple: what the model's input sides must be multiples of (`frame.input_multiple`);
             a frame that is not is fitted as `config.fit` says.
+        matmul_precision: the precision of the predictor's dots and convolutions
+            (`config.eval_precision`, dgr_jax/precision.py), named in the protocol; None when
+            the caller does not say.
     """
 
     def __init__(
@@ -183,8 +186,10 @@ class DepthEvaluator:
         input_size: Sequence[int] | None = None,
         mesh: Mesh | None = None,
         multiple: int = 1,
+        matmul_precision: str | None = None,
     ):
         self.name = name
+        self.matmul_precision = matmul_precision
         self.source = source
         configured = frame.configured_size(config.get("input_size"))
         if input_size is None:
@@ -438,6 +443,7 @@ class DepthEvaluator:
             "input": frame.describe(self.frame, self.model_size, self.fit, explicit=self._explicit),
             "input_size": list(self.model_size),
             **({"references": self.references} if self.references else {}),
+            "matmul_precision": self.matmul_precision,
         }
 
     def predictions(self, predict_fn: PredictFn, indices: Sequence[int]) -> list[dict[str, Any]]:

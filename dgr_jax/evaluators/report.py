@@ -80,6 +80,17 @@ def protocol_in_words(protocol: dict[str, Any]) -> str:
         f"{where}. Metrics are computed "
         "per image over its valid pixels and averaged over images (BTS/NeWCRFs convention); "
         "silog = 100 sqrt(mean(e^2) - mean(e)^2), e = log p - log g."
+        f"{_precision_words(protocol.get('matmul_precision'))}"
+    )
+
+
+def _precision_words(name: str | None) -> str:
+    """The sentence on the model's matmul precision (dgr_jax/precision.py), if it was named."""
+    if name is None:
+        return ""
+    return (
+        f" The model's dots and convolutions ran at matmul precision `{name}` "
+        "(`config.eval_precision`)."
     )
 
 
