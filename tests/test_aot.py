@@ -16,7 +16,7 @@ import sys
 import jax
 import pytest
 
-from dgr_jax import configlib, sharding, train_program
+from dgr_jax import configlib, hlo_stats, sharding, train_program
 from dgr_jax.aot import hlo, targets
 from dgr_jax.steps import ModelDef
 
@@ -116,7 +116,7 @@ def test_hlo_collectives_and_dot_precision():
         "all-gather": {"count": 1, "bytes": 64},
         "all-reduce": {"count": 2, "bytes": 128 * 4 * 4 + 2 * 2 * 2 + 8 * 4},
     }
-    assert hlo.dot_precision(text) == {"DEFAULT": 2, "HIGHEST": 1}
+    assert hlo_stats.dot_precision(text) == {"DEFAULT": 2, "HIGHEST": 1}
 
 
 def test_unknown_target_lists_the_valid_ones():

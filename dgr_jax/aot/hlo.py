@@ -1,4 +1,4 @@
-"""Facts read off HLO text: collectives (count, bytes) and dot / convolution precisions.
+"""Facts read off HLO text: collectives (count, bytes); dot precisions are `dgr_jax.hlo_stats`.
 
 Counts are static: an op inside a loop body counts once. Asynchronous collectives
 (`all-gather-start` / `all-gather-done`) count once, under the synchronous name, with the bytes
@@ -45,7 +45,6 @@ _DTYPE_BYTES = {
     "c64": 8,
     "c128": 16,
 }
-_PRECISION = re.compile(r"operand_precision=\{(?P<p>[^}]*)\}")
 
 
 def shape_bytes(shape: str) -> int:
@@ -98,22 +97,3 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
         entry["count"] += 1
         entry["bytes"] += shape_bytes(shape)
     return dict(sorted(out.items()))
-
-
-def dot_precision(hlo_text: str) -> dict[str, int]:
-    """{"DEFAULT": n, "HIGHEST": m, ...}: dot and convolution ops by their operand precision.
-
-    An op without `operand_precision` runs at the default precision. Mixed operand precisions
-    are named by the higher one.
-    """
-    order = ["DEFAULT", "HIGH", "HIGHEST"]
-    counts: dict[str, int] = {}
-    for _, op, line in instructions(hlo_text):
-        if op not in ("dot", "convolution"):
-            continue
-        p = _PRECISION.search(line)
-        names = [x.strip().upper() for x in p["p"].split(",")] if p else ["DEFAULT"]
-        known = [n for n in names if n in order]
-        name = max(known, key=order.index) if known else names[0]
-        counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from dgr_jax import evaluate, sharding, train_program
+from dgr_jax import evaluate, hlo_stats, sharding, train_program
 from dgr_jax.aot import hlo
 from dgr_jax.aot.targets import Target
 from dgr_jax.evaluators.depth_eval import global_batch_size
@@ -92,7 +92,7 @@ def analyse(
         "flops": flops,
         "bytes_accessed": bytes_accessed,
         "collectives": hlo.collectives(compiled.as_text() or ""),
-        "dot_precision": hlo.dot_precision(lowered_hlo),
+        "dot_precision": hlo_stats.dot_precision(lowered_hlo),
         "roofline_s": roofline,
         # The fraction of the chip's peak FLOP/s the step can reach at best (compute time over
         # the roofline time).
