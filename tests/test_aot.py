@@ -131,7 +131,7 @@ def test_smoke_compiles_for_a_tpu_slice(tmp_path):
     if not _has("libtpu"):
         pytest.skip(f"no libtpu in {AOT_PYTHON}: {targets.TPU_PIP}")
     out = tmp_path / "plan.json"
-    run = _aot("--config", SMOKE, "--target", "v5e:2x2", "--json", str(out))
+    run = _aot("--config", SMOKE, "--target", "v5e:2x2", "--precision-cost", "--json", str(out))
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr and "train_step" in run.stdout
     result = json.loads(out.read_text())
@@ -145,6 +145,12 @@ def test_smoke_compiles_for_a_tpu_slice(tmp_path):
     for name in ("train_step", "predict"):
         assert set(FIELDS) <= set(result[name]), name
         assert result[name]["fits"] and result[name]["roofline_s"] > 0
+    # Evaluation at config.eval_precision ("highest"): every dot / convolution pinned, and the
+    # same program at "default" beside it (what the setting costs on the target).
+    predict, default = result["predict"], result["predict_at_default"]
+    assert predict["matmul_precision"] == "highest" and set(predict["dot_precision"]) == {"HIGHEST"}
+    assert set(default["dot_precision"]) == {"DEFAULT"}
+    assert sum(default["dot_precision"].values()) == sum(predict["dot_precision"].values())
     train = result["train_step"]
     # The gradients are all-reduced over the 4 data-parallel devices.
     assert train["collectives"]["all-reduce"]["bytes"] > 0

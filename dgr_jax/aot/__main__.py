@@ -13,7 +13,6 @@ target cannot be compiled for; 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -37,6 +36,12 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--no-predict", action="store_true", help="compile the train step only (faster)"
     )
+    parser.add_argument(
+        "--precision-cost",
+        action="store_true",
+        help="also compile predict at the other eval precision (highest vs default) and report "
+        "both, to see what config.eval_precision costs on the target",
+    )
     args, rest = parser.parse_known_args(argv)
     overrides = []
     for item in rest:
@@ -55,17 +60,19 @@ def _table(result: dict) -> str:
         f"target {result['target']}: {result['num_devices']} x {result['device_kind']}, "
         f"{_mib(result['hbm_bytes'])} MiB HBM per device; global batch {result['batch_size']} "
         f"({result['per_device_batch']} per device), {result['dtype']}",
-        f"{'program':<11}{'fits':>5}{'peak MiB':>10}{'args':>8}{'temp':>8}{'GFLOP':>9}"
+        f"{'program':<20}{'fits':>5}{'peak MiB':>10}{'args':>8}{'temp':>8}{'GFLOP':>9}"
         f"{'roofline ms':>12}{'compile s':>10}",
     ]
-    for name in ("train_step", "predict"):
+    names = ["train_step", "predict"] + [k for k in result if k.startswith("predict_at_")]
+    for name in names:
         r = result.get(name)
         if r is None:
             continue
         flops = "-" if r.get("flops") is None else f"{r['flops'] / 1e9:,.1f}"
         roof = "-" if r.get("roofline_s") is None else f"{r['roofline_s'] * 1e3:,.2f}"
+        label = name if name != "predict" else f"predict ({r.get('matmul_precision')})"
         lines.append(
-            f"{name:<11}{'yes' if r['fits'] else 'NO':>5}{_mib(r.get('peak_bytes')):>10}"
+            f"{label:<20}{'yes' if r['fits'] else 'NO':>5}{_mib(r.get('peak_bytes')):>10}"
             f"{_mib(r.get('argument_bytes')):>8}{_mib(r.get('temp_bytes')):>8}{flops:>9}"
             f"{roof:>12}{r['compile_s']:>10.1f}"
         )
@@ -133,6 +140,10 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     result["train_step"] = plan_lib.train_step(config, target)
     if eval_name is not None and not args.no_predict:
         result["predict"] = plan_lib.predict(config, target, eval_name)
+        if args.precision_cost:
+            used = result["predict"]["matmul_precision"]
+            other = "default" if used != "default" else "highest"
+            result[f"predict_at_{other}"] = plan_lib.predict(config, target, eval_name, other)
     if args.max_batch:
         best, tries = plan_lib.max_batch(
             config,
@@ -153,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     print(_table(result), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
+        from dgr_jax import jsonio
+
+        jsonio.write(args.json, result)  # strict JSON (no NaN), written atomically
     train = result["train_step"]
     if not train["fits"]:
         need = (

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from dgr_jax import evaluate, hlo_stats, sharding, train_program
+from dgr_jax import evaluate, hlo_stats, precision, sharding, train_program
 from dgr_jax.aot import hlo
 from dgr_jax.aot.targets import Target
 from dgr_jax.evaluators.depth_eval import global_batch_size
@@ -139,12 +139,25 @@ def train_step(
     )
 
 
-def predict(config: ml_collections.ConfigDict, target: Target, eval_name: str) -> dict[str, Any]:
-    """Compile the evaluator's predict function (one pass; flip TTA calls it twice)."""
+def predict(
+    config: ml_collections.ConfigDict,
+    target: Target,
+    eval_name: str,
+    matmul_precision: str | None = None,
+) -> dict[str, Any]:
+    """Compile the evaluator's predict function (one pass; flip TTA calls it twice).
+
+    At `config.eval_precision` (what eval.py and the evaluators compile) unless
+    `matmul_precision` names another.
+    """
     mesh = mesh_for(config, target)
     program = train_program.build_train_program(config, mesh)
+    matmul_precision = matmul_precision or precision.eval_precision(config)
     fn = evaluate.make_predict_fn(
-        program.model_def, program.state_shardings, program.batch_sharding
+        program.model_def,
+        program.state_shardings,
+        program.batch_sharding,
+        matmul_precision=matmul_precision,
     )
     cfg = config.evals[eval_name]
     batch = global_batch_size(int(cfg.batch_size), mesh.shape["data"])
@@ -153,7 +166,13 @@ def predict(config: ml_collections.ConfigDict, target: Target, eval_name: str) -
     images = jax.ShapeDtypeStruct((batch, h, w, 3), "float32", sharding=program.batch_sharding)
     lowered = fn.lower(state["params"], state["rest"], images)
     passes = 1 if str(cfg.get("flip_tta", "none")) == "none" else 2
-    info = {"eval": eval_name, "batch_size": batch, "frame": [h, w], "tta_passes": passes}
+    info = {
+        "eval": eval_name,
+        "batch_size": batch,
+        "frame": [h, w],
+        "tta_passes": passes,
+        "matmul_precision": matmul_precision,
+    }
     try:
         compiled, seconds = _compile(lowered)
     except DoesNotFit as e:
