@@ -79,11 +79,9 @@ def normals(depth: jax.Array, focal: jax.Array) -> jax.Array:
     v = jnp.arange(h, dtype=jnp.float32)[None, :, None] - (h - 1) / 2.0
     pts = jnp.stack([u * depth / f, v * depth / f, depth], axis=-1)  # (B, H, W, 3)
 
-    def shift3(dy, dx):
-        return jnp.stack([_shift(pts[..., k], dy, dx) for k in range(3)], axis=-1)
-
-    du = shift3(0, 1) - shift3(0, -1)
-    dv = shift3(1, 0) - shift3(-1, 0)
+    pp = jnp.pad(pts, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    du = pp[:, 1:-1, 2:] - pp[:, 1:-1, :-2]  # P(u + 1) - P(u - 1)
+    dv = pp[:, 2:, 1:-1] - pp[:, :-2, 1:-1]  # P(v + 1) - P(v - 1)
     n = jnp.cross(du, dv)
     return n / jnp.maximum(jnp.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
 
@@ -110,11 +108,11 @@ def smooth_region(gt: jax.Array, valid: jax.Array) -> jax.Array:
     d2v = _shift(inv, 1, 0) - 2.0 * inv + _shift(inv, -1, 0)
     rel = jnp.maximum(jnp.abs(d2u), jnp.abs(d2v)) * jnp.where(valid, gt, 1.0)
     disc = region & (rel > protocol.CONTINUITY_DISC_REL)
-    near = disc
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            near = near | (_shift(disc.astype(jnp.float32), dy, dx) > 0)
-    return region & ~near
+    # Within one pixel (3x3) of a discontinuity: one max-pool.
+    near = jax.lax.reduce_window(
+        disc.astype(jnp.float32), 0.0, jax.lax.max, (1, 3, 3), (1, 1, 1), "SAME"
+    )
+    return region & (near == 0)
 
 
 def _seam_sums(r: jax.Array, ok: jax.Array, patch: int, axis: int) -> tuple[jax.Array, ...]:
