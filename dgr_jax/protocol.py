@@ -145,8 +145,19 @@ SILOG_METRIC_SCALE = 100.0
 # --------------------------------------------------------------------------------------------
 # Edge metrics (method.md section 6).
 # --------------------------------------------------------------------------------------------
-# Hu et al. (ICCV 2019) Sobel depth-edge thresholds.
+# Hu et al. (ICCV 2019) Sobel depth-edge thresholds, on unnormalised Sobel magnitudes of depth in
+# metres at the reference width below (NYU maps of about 228x304, Hu et al.'s evaluation size).
 EDGE_THRESHOLDS = (0.25, 0.5, 1.0)
+# Ours (issue 29): the thresholds scale with the map's width W as t * EDGE_REFERENCE_WIDTH / W,
+# so a slanted surface is an "edge" or not independently of the resolution (a per-pixel depth
+# change shrinks as 1 / W); at the reference width they are Hu et al.'s numbers.
+EDGE_REFERENCE_WIDTH = 304
+# Continuity metrics (issue 29, `evaluators/continuity.py`): the ViT recipes' patch size for
+# seam_ratio, and the relative inverse-depth curvature that marks a ground-truth discontinuity.
+CONTINUITY_PATCH = 16
+CONTINUITY_DISC_REL = 0.05
+# seam_ratio's floor on both mean steps, relative to the image's mean depth (0.1%).
+CONTINUITY_SEAM_FLOOR_REL = 1e-3
 # Depth Pro scale-invariant boundary F1: thresholds linspace(1.05, 1.25, 10), weights ~ t.
 BOUNDARY_F1_T_MIN, BOUNDARY_F1_T_MAX, BOUNDARY_F1_NUM = 1.05, 1.25, 10
 # Depth Pro invert_depth: inverse depth = 1 / max(depth, BOUNDARY_F1_DEPTH_EPS).

@@ -18,7 +18,8 @@ from dgr_jax import configlib, evaluate, optim, steps, weights
 from dgr_jax.convert import depth_anything, save_converted
 from dgr_jax.convert.torch_layout import assign_pure_dict
 from dgr_jax.data.augment import keep_aspect_size
-from dgr_jax.evaluators.depth_eval import _resize_image, final_prediction
+from dgr_jax.evaluators.eval_steps import final_prediction
+from dgr_jax.evaluators.eval_steps import resize_image as _resize_image
 from dgr_jax.models import build_model
 from dgr_jax.predict import model_input_size
 

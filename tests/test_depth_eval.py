@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from configs import base
 from dgr_jax import protocol
 from dgr_jax.evaluators import crops
+from dgr_jax.evaluators.continuity import continuity_metric_names, continuity_metrics
 from dgr_jax.evaluators.depth_eval import DepthEvaluator
 from dgr_jax.evaluators.edges import compute_edge_metrics
 from dgr_jax.registry import EVALUATORS
@@ -98,6 +99,7 @@ def test_counts_each_image_once_and_matches_numpy(tmp_path):
 
     assert result["num_images"] == 5 and result["num_valid_images"] == 5
     expected, edges = {k: [] for k in ("abs_rel", "rmse", "silog", "d1")}, []
+    continuity = []
     for r in source:
         gt = r["depth"]
         pred = np.clip(expected_prediction(r["image"], gt.shape), protocol.MIN_DEPTH_EVAL, 10.0)
@@ -105,9 +107,17 @@ def test_counts_each_image_once_and_matches_numpy(tmp_path):
         for k, v in reference_metrics(gt[valid].astype(np.float64), pred[valid]).items():
             expected[k].append(v)
         edges.append(compute_edge_metrics(pred[None], gt[None], valid[None])["si_boundary_f1"])
+        # The record's focal (500 px) reaches the continuity metrics.
+        cont = continuity_metrics(pred[None], gt[None], valid[None], focal=r["focal"])
+        continuity.append({k: float(v[0]) for k, v in cont.items()})
     for k, values in expected.items():
         np.testing.assert_allclose(result[k], np.mean(values), rtol=1e-4, err_msg=k)
     np.testing.assert_allclose(result["si_boundary_f1"], np.mean(edges), rtol=1e-4)
+    for k in continuity_metric_names():
+        # Random, holey ground truth: some metrics have no smooth pixel in any image (NaN).
+        values = [c[k] for c in continuity if not np.isnan(c[k])]
+        mean = np.mean(values) if values else np.nan
+        np.testing.assert_allclose(result[k], mean, rtol=1e-3, err_msg=k)
 
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
@@ -118,14 +128,17 @@ def test_counts_each_image_once_and_matches_numpy(tmp_path):
         and "image -> 16x24" in metrics["protocol"]["resize"]
     )
     assert {"abs_rel", "d3", "grad_err", "edge_f1_0.25", "si_boundary_f1"} <= set(metrics)
+    assert set(continuity_metric_names()) <= set(metrics)
     with open(os.path.join(out, "per_image.csv")) as f:
         rows = list(csv.DictReader(f))
+    assert set(continuity_metric_names()) <= set(rows[0])
     assert sorted(int(r["index"]) for r in rows) == [0, 1, 2, 3, 4]
     assert [r["id"] for r in rows] == [f"img{i}" for i in range(5)]
     np.testing.assert_allclose([float(r["abs_rel"]) for r in rows], expected["abs_rel"], rtol=1e-4)
     with open(os.path.join(out, "report.md")) as f:
         text = f.read()
     assert "## Protocol" in text and "Eigen crop" in text and "No published numbers" in text
+    assert "| normal_err_mean |" in text and "| seam_ratio_16 |" in text
     pictures = sorted(os.listdir(os.path.join(out, "images")))
     assert len(pictures) == 2 and all(p.endswith(".png") for p in pictures)
     worst = int(np.argmax(expected["abs_rel"]))

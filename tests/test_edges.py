@@ -4,7 +4,14 @@ import jax
 import numpy as np
 from scipy import ndimage
 
-from dgr_jax.evaluators.edges import compute_edge_metrics, edge_metric_names, sobel, valid_3x3
+from dgr_jax import protocol
+from dgr_jax.evaluators.edges import (
+    compute_edge_metrics,
+    edge_metric_names,
+    scaled_threshold,
+    sobel,
+    valid_3x3,
+)
 
 # ----- Depth Pro boundary_metrics.py, written from its formulas (whole map, no mask) ---------
 
@@ -112,7 +119,9 @@ def test_masked_metrics_match_references():
     np.testing.assert_array_equal(valid_3x3(valid[None])[0], region)
     p64, g64 = pred.astype(np.float64), gt.astype(np.float64)
     for t in (0.25, 0.5, 1.0):
-        p, r, f = hu_reference(p64, g64, region, t)
+        # Hu et al.'s threshold at the reference width, scaled to this map's width.
+        t_w = t * protocol.EDGE_REFERENCE_WIDTH / gt.shape[1]
+        p, r, f = hu_reference(p64, g64, region, t_w)
         np.testing.assert_allclose(got[f"edge_precision_{t:.2f}"][0], p, rtol=1e-5)
         np.testing.assert_allclose(got[f"edge_recall_{t:.2f}"][0], r, rtol=1e-5)
         np.testing.assert_allclose(got[f"edge_f1_{t:.2f}"][0], f, rtol=1e-5)
@@ -121,8 +130,17 @@ def test_masked_metrics_match_references():
     np.testing.assert_allclose(got["grad_err"][0], grad_err, rtol=1e-5)
 
 
+def test_thresholds_are_hu_at_the_reference_width():
+    assert protocol.EDGE_REFERENCE_WIDTH == 304
+    assert [scaled_threshold(t, 304) for t in (0.25, 0.5, 1.0)] == [0.25, 0.5, 1.0]
+    np.testing.assert_allclose(scaled_threshold(0.25, 128), 0.59375)
+    np.testing.assert_allclose(scaled_threshold(0.5, 608), 0.25)
+
+
 def test_linear_ramp_gradient_and_undefined_cases():
-    ramp = np.tile(np.linspace(1.0, 1.0 + 0.1 * 15, 16, dtype=np.float32), (12, 1))[None]
+    # At the reference width (304) the thresholds are Hu et al.'s.
+    w = protocol.EDGE_REFERENCE_WIDTH
+    ramp = np.tile(np.linspace(1.0, 1.0 + 0.1 * (w - 1), w, dtype=np.float32), (12, 1))[None]
     ones = np.ones_like(ramp, bool)
     # Slope 0.1 m/px against a flat prediction: grad_err = 0.1 m/px.
     flat = np.full_like(ramp, 2.0)

@@ -15,7 +15,8 @@ constants in `dgr_jax/protocol.py`, method.md section 5):
    [min_depth, max_depth] (NaN -> min, inf -> max).
 5. valid = min_depth < gt < max_depth (strict) AND the crop mask (AND, for garg_full_res, the
    pasted window, which holds for the Garg box anyway).
-6. The nine metrics (`metrics.py`) and the edge metrics (`edges.py`) per image, on device; means
+6. The nine metrics (`metrics.py`), the edge metrics (`edges.py`) and the continuity metrics
+   (`continuity.py`; focal from the record) per image, on device (`eval_steps.py`); means
    over images, leaving out images without a valid pixel (NaN).
 
 Ours: the batching. Batches are padded with a per-example mask so every test image counts
@@ -30,7 +31,6 @@ averaging; only process 0 writes files.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -38,7 +38,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -46,10 +45,17 @@ from jax.sharding import PartitionSpec as P
 
 from dgr_jax import protocol, storage, viz
 from dgr_jax.evaluators import crops, distributed, frame, report
-from dgr_jax.evaluators.edges import compute_edge_metrics, edge_metric_names
-from dgr_jax.evaluators.metrics import METRIC_NAMES, aggregate, as_bhw, compute_depth_metrics
-from dgr_jax.evaluators.tta import FLIP_TTA_MODES, flip_blend
-from dgr_jax.models.blocks import layers
+from dgr_jax.evaluators.continuity import continuity_metric_names
+from dgr_jax.evaluators.edges import edge_metric_names
+from dgr_jax.evaluators.eval_steps import (
+    ALL_METRIC_NAMES,
+    final_prediction,
+    jitted_metric_step,
+    jitted_normalise,
+    resize_image,
+)
+from dgr_jax.evaluators.metrics import METRIC_NAMES, aggregate
+from dgr_jax.evaluators.tta import FLIP_TTA_MODES
 from dgr_jax.registry import EVALUATORS
 
 log = logging.getLogger(__name__)
@@ -65,95 +71,9 @@ def _decode_id(value: Any) -> str:
     return str(value)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _resize_image(image: jax.Array, size: tuple[int, int], method: str = "bilinear") -> jax.Array:
-    """uint8 (H, W, 3) -> float32 (h, w, 3) in [0, 255] (not clipped), bilinear or bicubic
-    (torch / cv2 cubic, a = -0.75: Depth Anything V2's evaluation resize)."""
-    if method == "bicubic":
-        x = layers.resize(image.astype(jnp.float32)[None], size, method="bicubic")
-        return x[0]
-    return jax.image.resize(image.astype(jnp.float32), (*size, 3), "linear", antialias=False)
-
-
-def _normalise(
-    images: jax.Array, flip: bool, pad: tuple[int, int] = (0, 0)
-) -> tuple[jax.Array, jax.Array | None]:
-    """(B, H, W, 3) uint8 / float in [0, 255] -> ImageNet-normalised float32 (and its mirror),
-    each zero-padded by `pad` rows / columns at the bottom / right (after the flip)."""
-    mean = jnp.asarray(protocol.IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(protocol.IMAGENET_STD, jnp.float32)
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    x_flipped = jnp.flip(x, axis=2) if flip else None
-    if pad != (0, 0):
-        widths = ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0))
-        x = jnp.pad(x, widths)
-        x_flipped = None if x_flipped is None else jnp.pad(x_flipped, widths)
-    return x, x_flipped
-
-
 def global_batch_size(batch_size: int, data_size: int) -> int:
     """The evaluation batch: `batch_size` rounded up to a multiple of the data-parallel size."""
     return math.ceil(batch_size / data_size) * data_size
-
-
-@functools.cache
-def _jitted_normalise(sharding: NamedSharding, flip: bool, pad: tuple[int, int]) -> Callable:
-    # Cached so evaluators built repeatedly (periodic eval, tests) share compilations.
-    return jax.jit(functools.partial(_normalise, flip=flip, pad=pad), out_shardings=sharding)
-
-
-def final_prediction(
-    pred: jax.Array,
-    pred_flipped: jax.Array | None,
-    *,
-    flip_tta: str,
-    gt_size: tuple[int, int],
-    paste_kb: bool,
-    min_depth: float,
-    max_depth: float,
-    crop_to: tuple[int, int] | None = None,
-    align_corners: bool = False,
-) -> jax.Array:
-    """Raw model outputs -> the prediction the metrics see, (B, H_gt, W_gt).
-
-    The top-left `crop_to` (the frame of a zero-padded input), flip TTA, bilinear resize to
-    the ground-truth size (or to the 352x1216 KB window when `paste_kb`), clamp to
-    [min_depth, max_depth] (NaN -> min, inf -> max), then for `paste_kb` paste into zeros of
-    the full frame (BTS clamps before pasting, so the outside stays 0). `align_corners`: the
-    resize maps corner to corner (Depth Anything V2's evaluation) instead of pixel centres.
-    """
-    pred = as_bhw(pred).astype(jnp.float32)
-    if crop_to is not None:
-        pred = pred[:, : crop_to[0], : crop_to[1]]
-    if pred_flipped is not None and flip_tta != "none":
-        pred_flipped = as_bhw(pred_flipped).astype(jnp.float32)
-        if crop_to is not None:
-            pred_flipped = pred_flipped[:, : crop_to[0], : crop_to[1]]
-        pred = flip_blend(pred, pred_flipped, flip_tta)
-    target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if paste_kb else tuple(gt_size)
-    if pred.shape[1:] != target and align_corners:
-        pred = layers.resize(pred[..., None], target, align_corners=True)[..., 0]
-    elif pred.shape[1:] != target:
-        pred = jax.image.resize(pred, (pred.shape[0], *target), "linear", antialias=False)
-    pred = jnp.where(jnp.isnan(pred), min_depth, jnp.clip(pred, min_depth, max_depth))
-    if paste_kb:
-        pred = crops.kb_uncrop(pred, *gt_size)
-    return pred
-
-
-def _metric_step(pred, pred_flipped, gt, region, *, min_depth, max_depth, **static):
-    """Per-image metrics of one batch whose ground truth shares one size; (B,) each."""
-    depth = final_prediction(pred, pred_flipped, min_depth=min_depth, max_depth=max_depth, **static)
-    valid = (gt > min_depth) & (gt < max_depth) & region[None]
-    out = compute_depth_metrics(depth, gt, valid)
-    out.update(compute_edge_metrics(depth, gt, valid))
-    return out
-
-
-@functools.cache
-def _jitted_metric_step(**static) -> Callable:
-    """The metric step compiled for one static configuration (ground-truth size, TTA, ...)."""
-    return jax.jit(functools.partial(_metric_step, **static))
 
 
 @EVALUATORS.register("depth")
@@ -233,7 +153,7 @@ class DepthEvaluator:
         self.local_batch = self.global_batch // jax.process_count()
         self._multiprocess = jax.process_count() > 1
         pad = (self.model_size[0] - self.frame[0], self.model_size[1] - self.frame[1])
-        self._prepare = _jitted_normalise(
+        self._prepare = jitted_normalise(
             self._sharding, self.flip_tta != "none", pad if self._pad else (0, 0)
         )
         self._regions: dict[tuple[int, int], np.ndarray] = {}
@@ -258,8 +178,18 @@ class DepthEvaluator:
                 raise ValueError(f"eval {self.name!r}, image {image_id!r}: {e}") from None
         model_input, resized = image, image.shape[:2] != self.input_size
         if resized:
-            model_input = np.asarray(_resize_image(image, self.input_size, self.image_resize))
-        return {"id": image_id, "image": image, "input": model_input, "gt": gt, "resized": resized}
+            model_input = np.asarray(resize_image(image, self.input_size, self.image_resize))
+        focal = record.get("focal")
+        # Without intrinsics, a nominal focal (NYU's field of view) for the continuity normals.
+        focal = gt.shape[1] * protocol.NYU_FOCAL / protocol.NYU_WIDTH if focal is None else focal
+        return {
+            "id": image_id,
+            "image": image,
+            "input": model_input,
+            "gt": gt,
+            "focal": float(np.asarray(focal)),
+            "resized": resized,
+        }
 
     def _put(self, batch: np.ndarray) -> jax.Array:
         return jax.make_array_from_process_local_data(self._sharding, batch)
@@ -278,7 +208,7 @@ class DepthEvaluator:
 
     def _metric_fn(self, gt_size: tuple[int, int]) -> Callable:
         """The jitted metric step for one ground-truth size (compiled once per size)."""
-        return _jitted_metric_step(
+        return jitted_metric_step(
             flip_tta=self.flip_tta,
             gt_size=tuple(gt_size),
             paste_kb=self._paste,
@@ -316,11 +246,14 @@ class DepthEvaluator:
             groups.setdefault(example["gt"].shape, []).append(row)
         return groups
 
-    def _gt_batch(self, examples: list[dict], rows: list[int], size) -> np.ndarray:
+    def _gt_batch(self, examples: list[dict], rows: list[int], size) -> tuple:
+        """(ground truth (B, *size), focal (B,)) of `rows`, zeros elsewhere (focal 1)."""
         gt = np.zeros((self.local_batch, *size), np.float32)
+        focal = np.ones((self.local_batch,), np.float32)
         for row in rows:
             gt[row] = examples[row]["gt"]
-        return gt
+            focal[row] = examples[row]["focal"]
+        return gt, focal
 
     # ---------------------------------------------------------------------------------------
     # The evaluation.
@@ -355,9 +288,9 @@ class DepthEvaluator:
             self._resized_images += sum(e["resized"] for e in examples)
             pred, pred_flipped = self._predict(predict_fn, examples)
             for size, rows in self._groups(examples).items():
-                gt = self._gt_batch(examples, rows, size)
+                gt, focal = self._gt_batch(examples, rows, size)
                 args = self._metric_inputs(pred, pred_flipped, gt)
-                values = self._metric_fn(size)(*args, self._region(size))
+                values = self._metric_fn(size)(*args, self._region(size), focal)
                 ids = [examples[r]["id"] for r in rows]
                 pending.append(([chunk[r] for r in rows], ids, rows, values))
                 target = (protocol.KB_CROP_HEIGHT, protocol.KB_CROP_WIDTH) if self._paste else size
@@ -388,7 +321,7 @@ class DepthEvaluator:
         Returns:
             (dataset indices (N,), ids [N], {metric: (N,) float64}) over all processes.
         """
-        names = (*METRIC_NAMES, *edge_metric_names())
+        names = ALL_METRIC_NAMES
         local = {n: [] for n in names}
         local_index, local_ids = [], []
         for idx, ids, rows, values in pending:
@@ -570,7 +503,7 @@ class DepthEvaluator:
             means=means,
             counts=counts,
             metric_names=METRIC_NAMES,
-            edge_names=edge_metric_names(),
+            edge_names=(*edge_metric_names(), *continuity_metric_names()),
             per_image=per_image,
             indices=index,
             ids=ids,

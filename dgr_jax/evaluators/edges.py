@@ -7,6 +7,12 @@ What is whose:
   ([[1, 2, 1], [0, 0, 0], [-1, -2, -1]]), cross-correlation with zero padding, on depth in metres;
   an edge is a gradient magnitude sqrt(gx^2 + gy^2) above t, t in (0.25, 0.5, 1.0);
   P = |E_p & E_g| / |E_p|, R = |E_p & E_g| / |E_g|, F1 = 2PR / (P + R), averaged over images.
+  Ours (issue 29): the thresholds are resolution-independent. Hu et al.'s numbers hold at the
+  reference width `protocol.EDGE_REFERENCE_WIDTH` (304, NYU at about 228x304); a map of width W
+  uses t * 304 / W (a slanted surface's per-pixel depth change shrinks as 1 / W, a depth step's
+  does not). The names keep the reference numbers (edge_f1_0.25 is t = 0.25 at width 304, 0.59
+  at width 128). Without this, 51% of the synthetic indoor ground-truth pixels are "edges" at
+  t = 0.25 at 96x128 against 18% at 240x320 (issue 29; README, ablation section).
 - Scale-invariant boundary F1: Depth Pro, `apple/ml-depth-pro`
   `src/depth_pro/eval/boundary_metrics.py` `SI_boundary_F1`: on inverse depth 1 / max(d, 1e-6),
   a neighbour pair (left/top/right/bottom) is a boundary at threshold t when the ratio of the two
@@ -89,10 +95,16 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(den > 0, num / jnp.maximum(den, 1.0), jnp.nan)
 
 
+def scaled_threshold(t: float, width: int) -> float:
+    """Hu et al.'s threshold `t` (at the reference width) for a map `width` pixels wide."""
+    return float(t) * protocol.EDGE_REFERENCE_WIDTH / int(width)
+
+
 def sobel_edge_metrics(
     pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=protocol.EDGE_THRESHOLDS
 ) -> dict[str, jax.Array]:
     """grad_err and Sobel edge precision / recall / F1 per image (see the module docstring)."""
+    width = pred.shape[-1]
     region = valid_3x3(valid)
     # Zero invalid pixels first so that nothing outside `region` (NaN, inf) can reach it.
     p = jnp.where(valid, pred, 0.0)
@@ -104,8 +116,9 @@ def sobel_edge_metrics(
     mag_p = jnp.sqrt(jnp.square(pgx) + jnp.square(pgy))
     mag_g = jnp.sqrt(jnp.square(ggx) + jnp.square(ggy))
     for t in thresholds:
-        edge_p = (mag_p > t) & region
-        edge_g = (mag_g > t) & region
+        t_w = scaled_threshold(t, width)
+        edge_p = (mag_p > t_w) & region
+        edge_g = (mag_g > t_w) & region
         tp, n_p, n_g = _count(edge_p & edge_g), _count(edge_p), _count(edge_g)
         out[f"edge_precision_{t:.2f}"] = _ratio(tp, n_p)
         out[f"edge_recall_{t:.2f}"] = _ratio(tp, n_g)
@@ -160,7 +173,8 @@ def compute_edge_metrics(
         pred: clamped predicted depth in metres, (B, H, W) or (B, H, W, 1).
         gt: ground-truth depth in metres, same shape.
         valid: bool, same shape (range and crop masks applied).
-        thresholds: Sobel-magnitude thresholds (Hu et al.).
+        thresholds: Sobel-magnitude thresholds (Hu et al.) at the reference width; scaled to
+            the map's width (`scaled_threshold`).
 
     Returns:
         {name: (B,) float32}; NaN where a metric is undefined for an image (module docstring).

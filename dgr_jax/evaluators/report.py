@@ -208,9 +208,12 @@ def render_report(
             lines.append(f"| {key} | {_fmt(means[key])} | {counts.get(key, 0)} / {n} |")
     lines += [
         "",
-        "Lower is better except d1-d3 and the precision / recall / F1 scores. Images without a "
-        "valid pixel (or, for an edge metric, where it is undefined) are left out of a mean; "
-        "the last column counts the images that entered it.",
+        "Lower is better except d1-d3, the precision / recall / F1 scores and the "
+        "normal_within fractions; seam_ratio_16 is 1 without patch-grid seams. Sobel edge "
+        "thresholds are Hu et al.'s at a 304-pixel reference width, scaled to the map's width; "
+        "normals use the record's focal length and a centred principal point. Images without a "
+        "valid pixel (or, for an edge or continuity metric, where it is undefined) are left out "
+        "of a mean; the last column counts the images that entered it.",
         "",
         "## Published PyTorch numbers",
         "",

@@ -21,13 +21,16 @@ import ml_collections
 import numpy as np
 
 from dgr_jax.analysis.common import bootstrap
+from dgr_jax.evaluators.continuity import HIGHER_IS_BETTER_CONTINUITY
 from dgr_jax.evaluators.edges import HIGHER_IS_BETTER_EDGE
 from dgr_jax.evaluators.metrics import HIGHER_IS_BETTER
 
 
 def better_direction(metric: str) -> str:
-    """ "higher" for accuracies and edge scores (d1-3, precision / recall / F1), else "lower"."""
-    return "higher" if metric in HIGHER_IS_BETTER or metric in HIGHER_IS_BETTER_EDGE else "lower"
+    """ "higher" for accuracies, edge scores (d1-3, precision / recall / F1) and the fractions of
+    normals within an angle, else "lower" (seam_ratio too: 1 is ideal, seams raise it)."""
+    higher = HIGHER_IS_BETTER | HIGHER_IS_BETTER_EDGE | HIGHER_IS_BETTER_CONTINUITY
+    return "higher" if metric in higher else "lower"
 
 
 def matrix(per_run: dict, arm: str, seeds: Sequence[int], metric: str) -> np.ndarray:
