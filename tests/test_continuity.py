@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from dgr_jax.analysis.ablation_stats import better_direction
+from dgr_jax.analysis.ablation.stats import better_direction
 from dgr_jax.evaluators.continuity import (
     continuity_metric_names,
     continuity_metrics,

@@ -18,7 +18,7 @@ import ml_collections
 from dgr_jax import evaluate, hlo_stats, precision, sharding, train_program
 from dgr_jax.aot import hlo
 from dgr_jax.aot.targets import Target
-from dgr_jax.evaluators.depth_eval import global_batch_size
+from dgr_jax.evaluators.eval_steps import global_batch_size
 
 # XLA:TPU's message when a program does not fit, e.g. "Ran out of memory in memory space hbm.
 # ... the total memory required for HLO temporaries (18.12G) exceeds available HBM (15.75G)".

@@ -50,6 +50,7 @@ from dgr_jax.evaluators.edges import edge_metric_names
 from dgr_jax.evaluators.eval_steps import (
     ALL_METRIC_NAMES,
     final_prediction,
+    global_batch_size,
     jitted_metric_step,
     jitted_normalise,
     resize_image,
@@ -61,19 +62,6 @@ from dgr_jax.registry import EVALUATORS
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[jax.Array], jax.Array]
-
-
-def _decode_id(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        value = value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def global_batch_size(batch_size: int, data_size: int) -> int:
-    """The evaluation batch: `batch_size` rounded up to a multiple of the data-parallel size."""
-    return math.ceil(batch_size / data_size) * data_size
 
 
 @EVALUATORS.register("depth")
@@ -168,7 +156,7 @@ class DepthEvaluator:
         record = self.source[index]
         image = np.asarray(record["image"])
         gt = np.asarray(record["depth"], np.float32)
-        image_id = _decode_id(record.get("id", str(index)))
+        image_id = distributed.decode_id(record.get("id", str(index)))
         if self.kb_crop:
             try:
                 image = crops.kb_crop(image)
@@ -346,21 +334,13 @@ class DepthEvaluator:
     # ---------------------------------------------------------------------------------------
     def protocol(self, num_images: int) -> dict[str, Any]:
         """The protocol object of metrics.json."""
-        parts = []
-        if self._resized_images:
-            h, w = self.input_size
-            parts.append(f"image -> {h}x{w} model input ({self._resized_images} images)")
-        if self._resized_predictions:
-            parts.append("prediction -> ground-truth size")
-        resize = "none"
-        if parts:
-            resize = "bilinear (half-pixel centres, no antialiasing): " + "; ".join(parts)
-            if self.image_resize != "bilinear" or self.align_corners:
-                pred_kind = "align corners" if self.align_corners else "half-pixel centres"
-                resize = (
-                    f"image {self.image_resize}, prediction bilinear ({pred_kind}), no "
-                    "antialiasing: " + "; ".join(parts)
-                )
+        resize = frame.describe_resize(
+            self.input_size,
+            self._resized_images,
+            self._resized_predictions,
+            image_method=self.image_resize,
+            align_corners=self.align_corners,
+        )
         return {
             "dataset": self.dataset,
             "split": self.split,

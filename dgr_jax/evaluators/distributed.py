@@ -7,6 +7,8 @@ so the single-process path does no collective work.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -66,3 +68,12 @@ def encode_strings(strings: list[str]) -> np.ndarray:
 def decode_strings(array: np.ndarray) -> list[str]:
     """Inverse of `encode_strings`."""
     return [bytes(row).rstrip(b"\0").decode("utf-8", errors="replace") for row in array]
+
+
+def decode_id(value: Any) -> str:
+    """A record's `id` (bytes, str or a 0-d array of either) as str."""
+    if isinstance(value, np.ndarray):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)

@@ -9,6 +9,7 @@ metrics (`edges.py`) and the continuity metrics (`continuity.py`) per image.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -25,6 +26,11 @@ from dgr_jax.models.blocks import layers
 
 # Every per-image metric the depth evaluator reports, in report order.
 ALL_METRIC_NAMES = (*METRIC_NAMES, *edge_metric_names(), *continuity_metric_names())
+
+
+def global_batch_size(batch_size: int, data_size: int) -> int:
+    """The evaluation batch: `batch_size` rounded up to a multiple of the data-parallel size."""
+    return math.ceil(batch_size / data_size) * data_size
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

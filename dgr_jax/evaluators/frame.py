@@ -128,3 +128,29 @@ def describe(frame: Sequence[int], model_size: Sequence[int], fit: str, *, expli
             f"{mh}x{mw}, prediction cropped back (no resampling)"
         )
     return f"the {fh}x{fw} frame resized (bilinear) to {mh}x{mw}, prediction resized back"
+
+
+def describe_resize(
+    input_size: tuple[int, int],
+    resized_images: int,
+    resized_predictions: bool,
+    *,
+    image_method: str = "bilinear",
+    align_corners: bool = False,
+) -> str:
+    """metrics.json's `resize`: "none", or how the images and the prediction were resized."""
+    parts = []
+    if resized_images:
+        h, w = input_size
+        parts.append(f"image -> {h}x{w} model input ({resized_images} images)")
+    if resized_predictions:
+        parts.append("prediction -> ground-truth size")
+    if not parts:
+        return "none"
+    if image_method == "bilinear" and not align_corners:
+        return "bilinear (half-pixel centres, no antialiasing): " + "; ".join(parts)
+    pred_kind = "align corners" if align_corners else "half-pixel centres"
+    return (
+        f"image {image_method}, prediction bilinear ({pred_kind}), no antialiasing: "
+        + "; ".join(parts)
+    )
