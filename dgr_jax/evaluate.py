@@ -51,11 +51,15 @@ def make_evaluators(
         )
         reader = input_watchdog.Reader(f"evaluator {name!r}", cfg.dataset, cfg.split, data_dir)
         source = input_watchdog.WatchedSource(source, watchdog, reader)
+        try:
+            frame_size = data_frame(config, name)
+        except ValueError:  # a user's files (depth_files): the frame is known from the data
+            frame_size = tuple(int(v) for v in np.asarray(source[0]["image"]).shape[:2])
         result[name] = EVALUATORS.get(cfg.type)(
             cfg,
             name=name,
             source=source,
-            input_size=data_frame(config, name),
+            input_size=frame_size,
             mesh=mesh,
             multiple=frame.input_multiple(config.model),
             matmul_precision=matmul_precision,  # what make_predict_fn compiles with

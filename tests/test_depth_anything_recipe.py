@@ -158,7 +158,7 @@ def test_patch14_evaluation_frame_resize_and_align_corners():
     np.testing.assert_allclose(np.asarray(out), ref[0].numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("arg", ["smoke", pytest.param("vits", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arg", ["smoke"])
 def test_ablation_study_resolves_and_its_cnn_arm_builds(arg, tmp_path):
     from dgr_jax.analysis.ablation import study as ablation
 
@@ -173,29 +173,6 @@ def test_ablation_study_resolves_and_its_cnn_arm_builds(arg, tmp_path):
     image = jax.ShapeDtypeStruct((1, *cnn.input.size, 3), jnp.float32)
     depth, _ = nnx.eval_shape(lambda m, x: m(x, train=False), model, image)
     assert depth.shape == (1, *cnn.input.size, 1)
-
-
-@pytest.mark.slow
-def test_smoke_recipe_trains_two_steps_from_a_converted_relative_checkpoint(tmp_path, capsys):
-    """train.py's loop on the NYU smoke recipe (synthetic frames): the encoder comes from the
-    converted relative checkpoint, the metric head from its init; the log says so."""
-    from dgr_jax.trainer import train_and_evaluate
-
-    relative, _ = _converted(tmp_path)
-    config = _config("nyu_depth_anything_v2")
-    with config.unlocked():
-        config.data_dir = str(tmp_path / "data")
-        config.input.dataset = "synthetic_depth/indoor"
-        config.input.build.update({"num_train": 4, "num_test": 2, "height": 64, "width": 96})
-        config.update({"total_steps": 2, "log_every": 1, "ckpt_every": 2, "eval_every": 0})
-        config.update({"batch_size": 2, "mesh": {"data": 1, "model": 1}})
-        config.evals.test.update({"dataset": "synthetic_depth/indoor", "batch_size": 2})
-        config.evals.test.num_pictures = 0
-        config.init_from = relative
-    train_and_evaluate(config, str(tmp_path / "run"))
-    out = capsys.readouterr().out
-    assert "left out by init_from_include" in out and "head/" in out.split("kept the fresh")[1]
-    assert (tmp_path / "run" / "eval" / "test" / "report.md").exists()
 
 
 def test_resize_keep_aspect_op_is_bicubic_for_images_and_nearest_for_depth():

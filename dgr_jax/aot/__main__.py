@@ -139,7 +139,10 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     }
     result["train_step"] = plan_lib.train_step(config, target)
     if eval_name is not None and not args.no_predict:
-        result["predict"] = plan_lib.predict(config, target, eval_name)
+        try:  # e.g. an evaluation frame known only from the data (depth_files)
+            result["predict"] = plan_lib.predict(config, target, eval_name)
+        except ValueError as e:
+            raise PlanError(f"predict of evaluation {eval_name!r}: {e} (or --no-predict)") from None
         if args.precision_cost:
             used = result["predict"]["matmul_precision"]
             other = "default" if used != "default" else "highest"
@@ -170,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     train = result["train_step"]
     if not train["fits"]:
         need = (
-            f"needs {_mib(train['peak_bytes'])} MiB per device"
+            f"it needs {_mib(train['peak_bytes'])} MiB per device"
             if train.get("peak_bytes") is not None
-            else f"the compiler reports: {train.get('compiler_message')}"
+            else f"the compiler reports {train.get('compiler_message', '').rstrip('.')}"
         )
         print(
             f"error: the train step of {args.config} at global batch {result['batch_size']} "
             f"({result['per_device_batch']} per device, {result['dtype']}, sharding "
-            f"{result['sharding']}) does not fit {result['target']}: it {need}, against "
+            f"{result['sharding']}) does not fit {result['target']}: {need}, against "
             f"{_mib(result['hbm_bytes'])} MiB of HBM per device. Try {_advice(result)}.",
             file=sys.stderr,
             flush=True,
