@@ -5,18 +5,14 @@
 position embeddings, pre-norm blocks with exact GELU. Position embeddings are stored for the
 grid of `image_size` and resized (bilinearly, as HF DPT; or bicubically, as HF ViTModel's
 `interpolate_pos_encoding`) to any input whose sides are multiples of the patch size.
-`pos_embed="sincos2d"` uses fixed 2-D sine-cosine embeddings instead (computed for the input's
-grid; the class token gets zeros), as big_vision does for ViTs trained from scratch (Beyer et
-al., "Better plain ViT baselines", 2022): with little data and few steps a learned embedding
-is one more thing to learn, and the depth prior of a room is mostly position.
-`stem="conv"` replaces the patchify projection by the convolutional stem of Xiao et al.
-("Early convolutions help transformers see better", NeurIPS 2021): log2(patch) 3x3 stride-2
-convolutions (channels doubling up to the width, each + LayerNorm + ReLU) and a 1x1 projection,
-which they show makes ViT optimisation faster and far less sensitive to the learning rate.
-The encoder "vit" = backbone + DPT's reassemble stage (Ranftl et al., ICCV 2021): tokens of four
-layers -> readout (ignore/add/project) -> 1x1 projection -> resampling to strides 4/8/16/32, so
-it returns {"stage1".."stage4"} like every encoder (design.md). Submodule names follow HF
-`DPTForDepthEstimation` so `dgr_jax.convert` is a readable 1:1 mapping.
+`pos_embed="sincos2d"`: fixed 2-D sine-cosine embeddings for the input's grid (class token
+zeros), as big_vision trains ViTs from scratch (Beyer et al., 2022). `stem="conv"` is
+Xiao et al.'s convolutional stem (NeurIPS 2021): log2(patch) 3x3 stride-2 convolutions
+(channels doubling up to the width, each + LayerNorm + ReLU) and a 1x1 projection, which makes
+ViT optimisation faster and less sensitive to the learning rate.
+Encoder "vit" = backbone + DPT's reassemble (Ranftl et al., 2021): four layers' tokens ->
+readout -> 1x1 projection -> strides 4/8/16/32, {"stage1".."stage4"} like every encoder;
+submodule names follow HF `DPTForDepthEstimation` (a 1:1 mapping for `dgr_jax.convert`).
 """
 
 from __future__ import annotations
@@ -409,10 +405,8 @@ class ViTEncoder(nnx.Module):
         reassemble_factors: resampling of the 4 token maps (x4, x2, x1, x0.5 for patch 16).
         layer_norm_eps: 1e-6 (timm/big_vision) for models trained here; HF DPT uses 1e-12.
         pos_embed_interp: "bilinear" (HF DPT) or "bicubic" (HF ViTModel, DINOv2).
-        pos_embed_offset: 0 resizes the stored grid G to the input grid g by size (HF
-            transformers); the official DINOv2 code (Depth Anything's) passes torch the
-            scale factor (g + 0.1) / G instead, which samples other positions: 0.1 there.
-            Both agree at the stored grid (518x518 for DINOv2), nowhere else.
+        pos_embed_offset: 0 resizes grid G to g by size (transformers); 0.1 as the official
+            DINOv2 code, torch scale factor (g + 0.1) / G (equal only at the stored grid).
         pos_embed: "learned" (ViT, DPT, converted checkpoints) or "sincos2d" (fixed; big_vision's
             choice for training from scratch).
         stem: "patchify" (ViT) or "conv" (Xiao et al. 2021's convolutional stem).
