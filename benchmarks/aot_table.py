@@ -7,9 +7,10 @@ Each cell runs `python -m dgr_jax.aot --config configs/<recipe>.py --target T
 --config.dtype=D --no-predict [--max-batch]` in a subprocess and appends one JSON line
 {"cell": {...}, "exit": status, "wall_s": seconds, "result": the --json object or null,
 "error": the `error:` line} to --out; cells already in the file are skipped, so the command
-can be stopped and started again. Cells run in priority order: every recipe on v5e:2x4 in
-bfloat16 at the recipe's batch, then h100:8, then the other targets, then float32, then the
-max-batch searches. Run it in an environment with requirements-aot.txt (README).
+can be stopped and started again (a cell that ran out of time is tried again). Cells run in
+priority order: every recipe on v5e:2x4 in bfloat16 at the recipe's batch, then h100:8, then
+the other targets, then float32, then the max-batch searches. Run it in an environment with
+requirements-aot.txt (README).
 """
 
 from __future__ import annotations
@@ -165,8 +166,9 @@ def main() -> int:
     for cell in cells():
         if only and not only & {cell["recipe"], cell["target"]}:
             continue
-        if _key(cell) in done(args.out):
-            continue
+        previous = done(args.out).get(_key(cell))
+        if previous is not None and previous["exit"] is not None:
+            continue  # a cell that timed out runs again; its new line replaces the old one
         row = run_cell(cell, args.python, args.timeout)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")

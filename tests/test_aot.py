@@ -119,6 +119,42 @@ def test_hlo_collectives_and_dot_precision():
     assert hlo_stats.dot_precision(text) == {"DEFAULT": 2, "HIGHEST": 1}
 
 
+_MEMORY = {
+    "affine": lambda k: 3e9 + 1.5e9 * k,  # weights + activations per example
+    "convex": lambda k: 2e9 + 0.4e9 * k + 0.05e9 * k * k,
+    "step": lambda k: 5e9 + 2e9 * k - (1e9 if k >= 4 else 0),  # the layout changes at 4
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_MEMORY))
+@pytest.mark.parametrize("start", [1, 3, 8, 40])
+def test_max_batch_search_is_exact_and_cheap_for_affine_memory(shape, start):
+    from dgr_jax.aot.plan import search_largest
+
+    capacity, memory = 16 * 2**30, _MEMORY[shape]
+    probes: list[int] = []
+
+    def probe(k):
+        probes.append(k)
+        return memory(k) <= capacity, memory(k) if memory(k) <= capacity else None
+
+    fits0 = memory(start) <= capacity
+    best = search_largest(probe, start, fits0, memory(start) if fits0 else None, capacity=capacity)
+    assert best == max(k for k in range(1, 100) if memory(k) <= capacity)
+    assert best in probes and best + 1 in probes  # confirmed by compiling both sides
+    if shape == "affine" and start == 3:
+        assert probes == [6, 9, 10]  # 2 * start, then the line's crossing (9.45) and 10
+
+
+def test_max_batch_search_when_not_one_example_fits():
+    from dgr_jax.aot.plan import search_largest
+
+    probes: list[int] = []
+    probe = lambda k: (probes.append(k), (False, None))[1]  # noqa: E731
+    assert search_largest(probe, 8, False, None, capacity=1) == 0
+    assert probes == [4, 2, 1]
+
+
 def test_unknown_target_lists_the_valid_ones():
     with pytest.raises(targets.TargetError, match="valid targets: TPU topologies such as v4:2x2x1"):
         targets.describe("v9z:2x2")

@@ -245,6 +245,15 @@ def test_smoke_study_writes_every_output(tmp_path, rbg_keys):
     assert "On this data the claim" in summary and "image_edge" in summary
     assert "differ only under `model.encoder`" in summary
     assert results["verdict"] in {"holds", "contradicted", "undecided"}
+    # Issue 29: the continuity metrics are measured for both arms and each judged by the rule.
+    from dgr_jax.analysis.sparse_pixel import report
+
+    assert set(results["continuity_verdicts"]) == set(report.CONTINUITY)
+    assert set(results["continuity_verdicts"].values()) <= {"holds", "contradicted", "undecided"}
+    for arm in ("transformer", "cnn"):
+        assert set(report.CONTINUITY) <= set(results["metrics"][arm])
+        assert results["metrics"][arm]["normal_err_mean"] > 0  # normals defined at 32x48
+    assert "Continuity metrics (issue 29" in summary
     # A finished arm is reused, not retrained.
     arm_cfg = runs_lib.resolve_arm_config(
         config.arms.cnn.config,

@@ -153,6 +153,7 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
             target,
             start=int(config.batch_size),
             start_fits=bool(result["train_step"]["fits"]),
+            start_peak=result["train_step"].get("peak_bytes"),
         )
         result["max_batch"], result["max_batch_tries"] = best, tries
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -188,45 +189,85 @@ def predict(
 
 
 def max_batch(
-    config: ml_collections.ConfigDict, target: Target, *, start: int, start_fits: bool
+    config: ml_collections.ConfigDict,
+    target: Target,
+    *,
+    start: int,
+    start_fits: bool,
+    start_peak: int | None = None,
 ) -> tuple[int, list[dict]]:
     """The largest global batch (a multiple of the data-parallel size) whose step fits.
 
-    Doubles from `start` until a batch does not fit (or halves until one does), then bisects
-    between the last fitting and the first failing multiple. Returns (batch, tries); batch 0
-    when not even one example per data-parallel device fits.
+    `search_largest` over the per-device batch, each probe a compile at that batch; the
+    recipe's own compile (`start`, `start_fits`, `start_peak`) is its first point. Returns
+    (batch, tries); batch 0 when not even one example per data-parallel device fits.
     """
     data = mesh_for(config, target).shape["data"]
     tries: list[dict] = []
 
-    def fits(k: int) -> bool:
+    def probe(k: int) -> tuple[bool, int | None]:
         result = train_step(config, target, k * data)
-        tries.append(
-            {"batch_size": k * data, "fits": result["fits"], "peak_bytes": result.get("peak_bytes")}
-        )
-        return bool(result["fits"])
+        peak = result.get("peak_bytes")
+        tries.append({"batch_size": k * data, "fits": result["fits"], "peak_bytes": peak})
+        return bool(result["fits"]), peak
 
     k = max(start // data, 1)
+    best = search_largest(probe, k, start_fits, start_peak, capacity=target.hbm_bytes)
+    return best * data, tries
+
+
+def search_largest(
+    probe: Callable[[int], tuple[bool, int | None]],
+    start: int,
+    start_fits: bool,
+    start_peak: int | None,
+    *,
+    capacity: int,
+) -> int:
+    """The largest k >= 1 with probe(k) fitting (0 if none), for peak memory growing with k.
+
+    Keeps a bracket: lo fits, hi does not (None until a failure is seen). The next probe is
+    the capacity's crossing of the line through the two largest fitting (k, peak) points
+    (peak memory is close to affine in the batch: weights and optimiser state plus
+    activations per example), at most 8 lo; without two points, or when the line points at or
+    past a known failure, k doubles (no failure yet) or the bracket is bisected. The answer is
+    always confirmed by probes (lo fits and lo + 1 does not), so a wrong guess costs compiles,
+    never a wrong result; with an affine memory the search takes about three compiles after
+    the recipe's.
+    """
+    fitting: dict[int, int] = {}
     if start_fits:
-        lo, hi = k, None
-        while hi is None:
-            if fits(2 * lo):
-                lo *= 2
-            else:
-                hi = 2 * lo
+        lo, hi = start, None
+        if start_peak is not None:
+            fitting[start] = start_peak
     else:
-        lo, hi = 0, k
-        while hi > 1:
-            if fits(hi // 2):
-                lo = hi // 2
-                break
-            hi //= 2
-        if lo == 0:
-            return 0, tries
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
+        lo, hi = 0, start
+    while hi is None or hi - lo > 1:
+        guess = _affine_crossing(fitting, capacity)
+        if lo == 0:  # nothing fits yet: halve towards one example per device
+            k = max(hi // 2, 1)
+        elif guess is not None and (hi is None or guess < hi):
+            k = min(max(guess, lo + 1), 8 * lo)  # at most 8x: a huge batch compiles slowly
+        else:  # no model, or the model overshoots a known failure: double / bisect
+            k = 2 * lo if hi is None else (lo + hi) // 2
+        ok, peak = probe(k)
+        if ok:
+            lo = k
+            if peak is not None:
+                fitting[k] = peak
         else:
-            hi = mid
-    return lo * data, tries
+            hi = k
+            if k == 1:
+                return 0
+    return lo
+
+
+def _affine_crossing(fitting: dict[int, int], capacity: int) -> int | None:
+    """floor of the k where the line through the two largest fitting points reaches capacity."""
+    if len(fitting) < 2:
+        return None
+    (k0, p0), (k1, p1) = sorted(fitting.items())[-2:]
+    slope = (p1 - p0) / (k1 - k0)
+    if slope <= 0:
+        return None
+    return int((capacity - p1) // slope) + k1

@@ -4,8 +4,9 @@ For each arm (method.md section 2, details in `study.py`'s docstring): the predi
 from the full image N(I); every lambda's soft mask G(I) and the prediction from the softly
 masked image; at each sparsity s the mask of the chosen lambda binarised to exactly the top
 (1 - s) fraction and RMSE of N(I * M_s) against ground truth (valid pixels) and against N(I);
-where the kept pixels lie at the placement sparsity; the per-image depth and edge metrics of
-N(I) (`compute_depth_metrics`, `compute_edge_metrics`). Predictions are clamped to the test
+where the kept pixels lie at the placement sparsity; the per-image depth, edge and continuity
+metrics of N(I) (`compute_depth_metrics`, `compute_edge_metrics`, `continuity_metrics` with each
+image's focal length at the models' input size). Predictions are clamped to the test
 depth range like the evaluator's; no flip TTA (Hu et al. evaluate single predictions).
 """
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from dgr_jax import xla_options
+from dgr_jax import protocol, xla_options
 from dgr_jax.analysis.sparse_pixel.arms import FrozenArm, clamp_depth
 from dgr_jax.analysis.sparse_pixel.sparsity import (
     binarize_top_fraction,
@@ -31,6 +32,7 @@ from dgr_jax.analysis.sparse_pixel.sparsity import (
 from dgr_jax.data import datasets
 from dgr_jax.data.augment import resize as resize_op
 from dgr_jax.evaluators import crops
+from dgr_jax.evaluators.continuity import continuity_metrics
 from dgr_jax.evaluators.edges import compute_edge_metrics
 from dgr_jax.evaluators.metrics import compute_depth_metrics
 from dgr_jax.steps import ModelDef
@@ -42,6 +44,7 @@ class TestSet:
     gt: np.ndarray  # (N, H, W) metres, 0 = invalid
     valid: np.ndarray  # (N, H, W) bool, min_depth < gt < max_depth
     ids: list[str]
+    focal: np.ndarray  # (N,) float32 focal length in pixels at the models' input size
 
 
 def load_test_set(
@@ -70,12 +73,18 @@ def load_test_set(
     n = len(source) if num_images < 0 else min(num_images, len(source))
     size = tuple(arm_config.input.size)
     resize = resize_op(*size)  # image bilinear, depth nearest
-    rgb, gt, ids = [], [], []
+    rgb, gt, ids, focal = [], [], [], []
     for i in range(n):
         rec = source[i]
         ex = {"image": np.asarray(rec["image"]), "depth": np.asarray(rec["depth"], np.float32)}
+        width = ex["image"].shape[1]
+        # A record without intrinsics gets NYU's at its width (the evaluator's fallback).
+        f = rec.get("focal")
+        f = width * protocol.NYU_FOCAL / protocol.NYU_WIDTH if f is None else float(np.asarray(f))
         if ex["image"].shape[:2] != size:  # only smoke variants (paper configs match)
             ex = resize(ex, None)
+            f *= size[1] / width  # pixels of the resized image
+        focal.append(f)
         rgb.append(ex["image"].astype(np.uint8))
         gt.append(ex["depth"])
         value = rec.get("id", str(i))
@@ -83,7 +92,7 @@ def load_test_set(
     gt_arr = np.stack(gt)
     valid = (gt_arr > depth_range[0]) & (gt_arr < depth_range[1])
     valid &= crops.crop_mask(crop, *gt_arr.shape[1:])[None]
-    return TestSet(np.stack(rgb), gt_arr, valid, ids)
+    return TestSet(np.stack(rgb), gt_arr, valid, ids, np.asarray(focal, np.float32))
 
 
 def pixel_classes_of(test: TestSet, class_cfg: dict, chunk: int = 32) -> dict[str, np.ndarray]:
@@ -156,8 +165,12 @@ def soft_mask_fn(mask_def: ModelDef) -> Callable:
 
 
 @jax.jit
-def _image_metrics(pred, gt, valid):
-    return {**compute_depth_metrics(pred, gt, valid), **compute_edge_metrics(pred, gt, valid)}
+def _image_metrics(pred, gt, valid, focal):
+    return {
+        **compute_depth_metrics(pred, gt, valid),
+        **compute_edge_metrics(pred, gt, valid),
+        **continuity_metrics(pred, gt, valid, focal=focal),
+    }
 
 
 def evaluate_arm(
@@ -248,18 +261,20 @@ def evaluate_arm(
         "placement_keep": keep_p,
         "placement_pred": run(keep_p),
         "placement": placement_stats(keep_p, classes, valid),
-        "per_image": per_image_metrics(full, gt, valid, batch),
+        "per_image": per_image_metrics(full, gt, valid, test.focal, batch),
     }
 
 
-def per_image_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, chunk: int) -> dict:
-    """compute_depth_metrics + compute_edge_metrics per image, in chunks: {name: (N,)}.
+def per_image_metrics(
+    pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, focal: np.ndarray, chunk: int
+) -> dict:
+    """Depth, edge and continuity metrics per image, in chunks: {name: (N,)}.
 
     The last chunk is padded with invalid images (so one compilation), then cut off.
     """
     n, parts = len(pred), []
     for i in range(0, n, chunk):
-        args = [a[i : i + chunk] for a in (pred, gt, valid)]
+        args = [a[i : i + chunk] for a in (pred, gt, valid, focal)]
         m = len(args[0])
         args = [np.concatenate([a, np.zeros((chunk - m, *a.shape[1:]), a.dtype)]) for a in args]
         out = jax.device_get(_image_metrics(*args))

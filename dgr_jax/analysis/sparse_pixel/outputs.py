@@ -176,12 +176,14 @@ def results_dict(
             f"Prediction from the full test image, clamped to [{config.test.min_depth:g}, "
             f"{config.test.max_depth:g}] m, valid = {config.test.min_depth:g} < gt < "
             f"{config.test.max_depth:g}, crop {config.test.crop!r}, no flip TTA; per-image metrics "
-            "(dgr_jax.evaluators compute_depth_metrics / compute_edge_metrics) averaged over "
+            "(dgr_jax.evaluators compute_depth_metrics / compute_edge_metrics / "
+            "continuity_metrics, normals with each image's focal length) averaged over "
             f"{len(test.ids)} images; SE = standard error of the paired per-image difference."
         ),
         "metrics": metrics,
         "paired": paired,
         "verdict": report.verdict(paired[report.PRIMARY]),
+        "continuity_verdicts": {k: report.verdict(paired[k]) for k in report.CONTINUITY},
         "num_test_images": len(test.ids),
     }
 
