@@ -39,19 +39,62 @@ RECIPES = (
 )
 TARGETS = ("v5e:2x4", "h100:8", "v4:2x2x1", "v5p:2x2x1", "v6e:2x4")
 DTYPES = ("bfloat16", "float32")
+# What DGR, OTDL, rematerialisation and FSDP change, on one TPU target in bfloat16; the "on"
+# side is the recipe's own cell (nyu_newcrfs is nyu_newcrfs_dgr with both off: a zero loss
+# weight drops the term).
+VARIANT_TARGET, VARIANT_DTYPE = "v5e:2x4", "bfloat16"
+VARIANTS = (
+    ("nyu_vit_dgr", "DGR off", ("model.dgr.enabled=False",)),
+    ("nyu_vit_dgr", "OTDL off", ("loss.terms.otdl=0.0",)),
+    ("nyu_vit_dgr", "DGR and OTDL off", ("model.dgr.enabled=False", "loss.terms.otdl=0.0")),
+    ("nyu_newcrfs_dgr", "DGR off", ("model.dgr.enabled=False",)),
+    ("nyu_newcrfs_dgr", "OTDL off", ("loss.terms.otdl=0.0",)),
+    ("nyu_vit_dgr", "remat", ("remat=True",)),
+    ("nyu_vit_dgr", "fsdp", ("sharding=fsdp",)),
+    ("nyu_newcrfs", "remat", ("remat=True",)),
+    ("nyu_newcrfs", "fsdp", ("sharding=fsdp",)),
+)
+# The cost of eval_precision="highest" (issue 30): the predict program of the released-
+# checkpoint host at both precisions, float32 (what converted checkpoints evaluate in).
+PRECISION_RECIPE = "nyu_newcrfs"
 
 
 def cells() -> list[dict]:
-    """Every cell, in the order they run (breadth first)."""
-    out = []
-    for max_batch in (False, True):
-        for dtype in DTYPES:
-            for target in TARGETS:
-                for recipe in RECIPES:
-                    out.append(
-                        {"recipe": recipe, "target": target, "dtype": dtype, "max_batch": max_batch}
-                    )
-    return out
+    """Every cell, in the order they run (breadth first).
+
+    Plain cells: {recipe, target, dtype, max_batch}; variant cells add "variant" and
+    "overrides"; precision cells add "precision_cost" (predict only, both precisions).
+    """
+    plain = [
+        {"recipe": recipe, "target": target, "dtype": dtype, "max_batch": max_batch}
+        for max_batch in (False, True)
+        for dtype in DTYPES
+        for target in TARGETS
+        for recipe in RECIPES
+    ]
+    variants = [
+        {
+            "recipe": recipe,
+            "target": VARIANT_TARGET,
+            "dtype": VARIANT_DTYPE,
+            "max_batch": False,
+            "variant": name,
+            "overrides": list(overrides),
+        }
+        for recipe, name, overrides in VARIANTS
+    ]
+    precision = [
+        {
+            "recipe": PRECISION_RECIPE,
+            "target": target,
+            "dtype": "float32",
+            "max_batch": False,
+            "precision_cost": True,
+        }
+        for target in TARGETS
+    ]
+    first = len(RECIPES)  # every recipe on the first target in bfloat16, then these
+    return plain[:first] + variants + precision + plain[first:]
 
 
 def _key(cell: dict) -> str:
@@ -74,7 +117,9 @@ def run_cell(cell: dict, python: str, timeout: int) -> dict:
             "--config", f"configs/{cell['recipe']}.py",
             "--target", cell["target"],
             f"--config.dtype={cell['dtype']}",
-            "--no-predict",
+            *(f"--config.{o}" for o in cell.get("overrides", ())),
+            *(["--no-train", "--precision-cost"] if cell.get("precision_cost")
+              else ["--no-predict"]),
             "--json", out,
         ]  # fmt: skip
         if cell["max_batch"]:
@@ -117,7 +162,7 @@ def table(path: str) -> str:
     ]
     not_run: list[dict] = []
     for cell in cells():
-        if cell["max_batch"]:
+        if cell["max_batch"] or "variant" in cell or "precision_cost" in cell:
             continue
         row = rows.get(_key(cell))
         search = rows.get(_key({**cell, "max_batch": True}))
@@ -144,10 +189,79 @@ def table(path: str) -> str:
         mfu = "-" if train.get("mfu_ceiling") is None else f"{train['mfu_ceiling']:.2f}"
         seconds = f"{train['compile_s']:.0f}"
         lines.append(f"{name} {fits} | {peak} | {best} | {flops} | {roof} | {mfu} | {seconds} |")
-    total = len([c for c in cells() if not c["max_batch"]])
+    total = len(RECIPES) * len(TARGETS) * len(DTYPES)
     lines.append(
         f"\n{len(not_run)} of the {total} cells (11 recipes x 5 targets x 2 dtypes): not run yet."
     )
+    return "\n".join(lines)
+
+
+def _ratio(a, b) -> str:
+    return "-" if a is None or b is None or not b else f"{100 * (a / b - 1):+.1f}%"
+
+
+def variants_table(path: str) -> str:
+    """Each variant against its recipe's own cell: flops, bytes accessed, peak memory."""
+    rows = done(path)
+    lines = [
+        f"| recipe ({VARIANT_TARGET}, {VARIANT_DTYPE}) | setting | fits | peak GiB / device "
+        "| GFLOP / device | GB accessed / device | peak vs recipe | GFLOP vs recipe "
+        "| bytes vs recipe | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in (c for c in cells() if "variant" in c):
+        base_cell = {k: cell[k] for k in ("recipe", "target", "dtype", "max_batch")}
+        row, base = rows.get(_key(cell)), rows.get(_key(base_cell))
+        name = f"| {cell['recipe']} | {cell['variant']} (`{' '.join(cell['overrides'])}`) |"
+        if row is None or row["result"] is None:
+            why = "not run yet" if row is None else f"failed: {row['error']}"
+            lines.append(f"{name} {why} | | | | | | | |")
+            continue
+        t = row["result"]["train_step"]
+        b = base["result"]["train_step"] if base and base["result"] else {}
+        lines.append(
+            f"{name} {'yes' if t['fits'] else '**no**'} | {_gib(t.get('peak_bytes'))} | "
+            f"{_num(t.get('flops'), 1e9)} | {_num(t.get('bytes_accessed'), 1e9)} | "
+            f"{_ratio(t.get('peak_bytes'), b.get('peak_bytes'))} | "
+            f"{_ratio(t.get('flops'), b.get('flops'))} | "
+            f"{_ratio(t.get('bytes_accessed'), b.get('bytes_accessed'))} | "
+            f"{t['compile_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _num(value, unit: float) -> str:
+    return "-" if value is None else f"{value / unit:,.1f}"
+
+
+def precision_table(path: str) -> str:
+    """predict at eval_precision "highest" against "default" on every target."""
+    rows = done(path)
+    lines = [
+        f"| {PRECISION_RECIPE} predict (float32) | target | precision | dots / convs | "
+        "peak GiB / device | GFLOP / device | GB accessed / device | roofline ms | code MiB "
+        "| compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in (c for c in cells() if "precision_cost" in c):
+        row = rows.get(_key(cell))
+        if row is None or row["result"] is None:
+            why = "not run yet" if row is None else f"failed: {row['error']}"
+            lines.append(f"| | {cell['target']} | {why} | | | | | | | |")
+            continue
+        res = row["result"]
+        for key in ("predict", "predict_at_default", "predict_at_highest"):
+            p = res.get(key)
+            if p is None:
+                continue
+            dots = ", ".join(f"{k} {v}" for k, v in sorted(p["dot_precision"].items()))
+            roof = "-" if p.get("roofline_s") is None else f"{p['roofline_s'] * 1e3:,.1f}"
+            lines.append(
+                f"| {p['frame'][0]}x{p['frame'][1]}, batch {p['batch_size']} | {cell['target']} "
+                f"| {p['matmul_precision']} | {dots} | {_gib(p.get('peak_bytes'))} | "
+                f"{_num(p.get('flops'), 1e9)} | {_num(p.get('bytes_accessed'), 1e9)} | {roof} "
+                f"| {_num(p.get('code_bytes'), 2**20)} | {p['compile_s']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -160,7 +274,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated recipes / targets to run")
     args = parser.parse_args()
     if args.table:
-        print(table(args.out))
+        print(table(args.out), variants_table(args.out), precision_table(args.out), sep="\n\n")
         return 0
     only = {x for x in args.only.split(",") if x}
     for cell in cells():

@@ -243,6 +243,23 @@ def test_batch_far_too_large_exits_2_with_the_compilers_reason(tmp_path):
     assert not train["fits"] and "exceeds available HBM" in train["compiler_message"]
 
 
+@pytest.mark.slow
+def test_no_train_compiles_predict_only(tmp_path):
+    if not _has("libtpu"):
+        pytest.skip(f"no libtpu in {AOT_PYTHON}: {targets.TPU_PIP}")
+    out = tmp_path / "plan.json"
+    run = _aot("--config", SMOKE, "--target", "v5e:2x2", "--no-train", "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert "train_step" not in result and result["predict"]["fits"]
+    assert "train_step" not in run.stdout and "predict (highest)" in run.stdout
+
+
+def test_no_train_with_no_predict_is_refused():
+    run = _aot("--config", SMOKE, "--target", "v5e:2x2", "--no-train", "--no-predict")
+    assert run.returncode == 2 and "--no-train compiles predict only" in run.stderr
+
+
 def test_unknown_target_exits_2_without_a_traceback():
     run = _aot("--config", SMOKE, "--target", "nonesuch:8")
     assert run.returncode == 2 and "Traceback" not in run.stderr

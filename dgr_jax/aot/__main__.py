@@ -6,8 +6,9 @@
 
 Compiles, for the target, exactly the trainer's train step and the evaluator's predict function
 at the evaluation frame (abstract inputs only), prints a short table and (--json) writes one
-JSON object. Exit status 2 with one `error:` paragraph when the train step does not fit or the
-target cannot be compiled for; 0 otherwise.
+JSON object. `--no-predict` / `--no-train` compile one of the two; `--precision-cost` adds
+predict at the other `config.eval_precision`. Exit status 2 with one `error:` paragraph when
+the train step does not fit or the target cannot be compiled for; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--no-predict", action="store_true", help="compile the train step only (faster)"
     )
     parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="compile the predict program only (no train_step in the JSON; e.g. with "
+        "--precision-cost)",
+    )
+    parser.add_argument(
         "--precision-cost",
         action="store_true",
         help="also compile predict at the other eval precision (highest vs default) and report "
         "both, to see what config.eval_precision costs on the target",
     )
     args, rest = parser.parse_known_args(argv)
+    if args.no_train and (args.no_predict or args.max_batch):
+        parser.error("--no-train compiles predict only: not with --no-predict or --max-batch")
     overrides = []
     for item in rest:
         if not item.startswith("--config.") or "=" not in item:
@@ -137,7 +146,8 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
         "batch_size": int(config.batch_size),
         "per_device_batch": int(config.batch_size) // data,
     }
-    result["train_step"] = plan_lib.train_step(config, target)
+    if not args.no_train:
+        result["train_step"] = plan_lib.train_step(config, target)
     if eval_name is not None and not args.no_predict:
         try:  # e.g. an evaluation frame known only from the data (depth_files)
             result["predict"] = plan_lib.predict(config, target, eval_name)
@@ -171,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         from dgr_jax import jsonio
 
         jsonio.write(args.json, result)  # strict JSON (no NaN), written atomically
-    train = result["train_step"]
-    if not train["fits"]:
+    train = result.get("train_step")  # None with --no-train
+    if train is not None and not train["fits"]:
         need = (
             f"it needs {_mib(train['peak_bytes'])} MiB per device"
             if train.get("peak_bytes") is not None
