@@ -8,8 +8,9 @@ Each cell runs `python -m dgr_jax.aot --config configs/<recipe>.py --target T
 {"cell": {...}, "exit": status, "wall_s": seconds, "result": the --json object or null,
 "error": the `error:` line} to --out; cells already in the file are skipped, so the command
 can be stopped and started again (a cell that ran out of time is tried again). Cells run in
-priority order: every recipe on v5e:2x4 in bfloat16 at the recipe's batch, then h100:8, then
-the other targets, then float32, then the max-batch searches. Run it in an environment with
+priority order: the predict precision cells (NeWCRFs, float32, every target), every recipe on
+v5e:2x4 in bfloat16 at the recipe's batch, the variants there (DGR / OTDL off, remat, FSDP),
+then h100:8, the other targets, float32, and the max-batch searches. Run it in an environment with
 requirements-aot.txt (README).
 """
 
@@ -93,8 +94,8 @@ def cells() -> list[dict]:
         }
         for target in TARGETS
     ]
-    first = len(RECIPES)  # every recipe on the first target in bfloat16, then these
-    return plain[:first] + variants + precision + plain[first:]
+    first = len(RECIPES)  # every recipe on the first target in bfloat16, then the variants
+    return precision + plain[:first] + variants + plain[first:]
 
 
 def _key(cell: dict) -> str:
@@ -196,6 +197,17 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def _header(columns: list[str]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _unfinished(row: dict | None) -> str | None:
+    """Why a cell has no result ("not run yet", "failed: ..."), None when it has one."""
+    if row is not None and row["result"] is not None:
+        return None
+    return "not run yet" if row is None else f"failed: {row['error']}"
+
+
 def _ratio(a, b) -> str:
     return "-" if a is None or b is None or not b else f"{100 * (a / b - 1):+.1f}%"
 
@@ -203,18 +215,16 @@ def _ratio(a, b) -> str:
 def variants_table(path: str) -> str:
     """Each variant against its recipe's own cell: flops, bytes accessed, peak memory."""
     rows = done(path)
-    lines = [
-        f"| recipe ({VARIANT_TARGET}, {VARIANT_DTYPE}) | setting | fits | peak GiB / device "
-        "| GFLOP / device | GB accessed / device | peak vs recipe | GFLOP vs recipe "
-        "| bytes vs recipe | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header(
+        [f"recipe ({VARIANT_TARGET}, {VARIANT_DTYPE})", "setting", "fits", "peak GiB / device"]
+        + ["GFLOP / device", "GB accessed / device", "peak vs recipe", "GFLOP vs recipe"]
+        + ["bytes vs recipe", "compile s"]
+    )
     for cell in (c for c in cells() if "variant" in c):
         base_cell = {k: cell[k] for k in ("recipe", "target", "dtype", "max_batch")}
         row, base = rows.get(_key(cell)), rows.get(_key(base_cell))
         name = f"| {cell['recipe']} | {cell['variant']} (`{' '.join(cell['overrides'])}`) |"
-        if row is None or row["result"] is None:
-            why = "not run yet" if row is None else f"failed: {row['error']}"
+        if why := _unfinished(row):
             lines.append(f"{name} {why} | | | | | | | |")
             continue
         t = row["result"]["train_step"]
@@ -237,16 +247,14 @@ def _num(value, unit: float) -> str:
 def precision_table(path: str) -> str:
     """predict at eval_precision "highest" against "default" on every target."""
     rows = done(path)
-    lines = [
-        f"| {PRECISION_RECIPE} predict (float32) | target | precision | dots / convs | "
-        "peak GiB / device | GFLOP / device | GB accessed / device | roofline ms | code MiB "
-        "| compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header(
+        [f"{PRECISION_RECIPE} predict (float32)", "target", "precision", "dots / convs"]
+        + ["peak GiB / device", "GFLOP / device", "GB accessed / device", "roofline ms"]
+        + ["code MiB", "compile s"]
+    )
     for cell in (c for c in cells() if "precision_cost" in c):
         row = rows.get(_key(cell))
-        if row is None or row["result"] is None:
-            why = "not run yet" if row is None else f"failed: {row['error']}"
+        if why := _unfinished(row):
             lines.append(f"| | {cell['target']} | {why} | | | | | | | |")
             continue
         res = row["result"]
