@@ -244,3 +244,21 @@ def test_edge_thresholds_select_the_same_structures_at_two_resolutions():
     inner[2:-2, 2:-2] = True
     both = (pooled & edges_low & inner).sum() / max((edges_low & inner).sum(), 1)
     assert both > 0.9, both
+
+
+def test_edge_reference_width_zero_is_the_per_pixel_metric_of_before():
+    """`edge_reference_width=0` (an evaluation option, to re-judge earlier results) applies Hu
+    et al.'s thresholds per pixel: the same F1 as the scaled metric at t * W / 304."""
+    depth, _ = _scene(60, 80)
+    gt = jnp.asarray(depth[None], jnp.float32)
+    pred = gt * 1.05 + 0.2 * jnp.sin(jnp.arange(80.0) / 3.0)
+    valid = jnp.isfinite(gt) & (gt < 10.0)
+    gt, pred = jnp.where(valid, gt, 1.0), jnp.where(valid, pred, 1.0)
+    assert scaled_threshold(0.25, 80, 0) == 0.25 and scaled_threshold(0.25, 304) == 0.25
+    old = compute_edge_metrics(pred, gt, valid, (0.25, 0.5), reference_width=0)
+    for t in (0.25, 0.5):
+        same = compute_edge_metrics(pred, gt, valid, (t * 80 / 304,))
+        name = f"edge_f1_{t * 80 / 304:.2f}"
+        np.testing.assert_allclose(old[f"edge_f1_{t:.2f}"], same[name], rtol=1e-6)
+    new = compute_edge_metrics(pred, gt, valid, (0.25,))
+    assert not np.allclose(old["edge_f1_0.25"], new["edge_f1_0.25"])

@@ -120,6 +120,10 @@ class DepthEvaluator:
         self.image_resize = str(config.get("image_resize", "bilinear"))
         self.align_corners = bool(config.get("pred_align_corners", False))
         self.references = str(config.get("references", ""))  # protocol.REFERENCE_NUMBERS key
+        # Sobel edge thresholds hold at this width (0: per pixel, the metric before issue 29).
+        self.edge_reference_width = int(
+            config.get("edge_reference_width", protocol.EDGE_REFERENCE_WIDTH)
+        )
         if self.image_resize not in ("bilinear", "bicubic"):
             raise ValueError(f"eval {name!r}: image_resize must be bilinear or bicubic")
         self.num_pictures = int(config.num_pictures)
@@ -204,6 +208,7 @@ class DepthEvaluator:
             max_depth=self.max_depth,
             crop_to=self.frame if self._pad else None,
             align_corners=self.align_corners,
+            edge_reference_width=self.edge_reference_width,
         )
 
     def _region(self, gt_size: tuple[int, int]) -> np.ndarray:
@@ -356,6 +361,11 @@ class DepthEvaluator:
             "input": frame.describe(self.frame, self.model_size, self.fit, explicit=self._explicit),
             "input_size": list(self.model_size),
             **({"references": self.references} if self.references else {}),
+            **(
+                {"edge_reference_width": self.edge_reference_width}
+                if self.edge_reference_width != protocol.EDGE_REFERENCE_WIDTH
+                else {}
+            ),
             "matmul_precision": self.matmul_precision,
         }
 

@@ -95,13 +95,25 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(den > 0, num / jnp.maximum(den, 1.0), jnp.nan)
 
 
-def scaled_threshold(t: float, width: int) -> float:
-    """Hu et al.'s threshold `t` (at the reference width) for a map `width` pixels wide."""
-    return float(t) * protocol.EDGE_REFERENCE_WIDTH / int(width)
+def scaled_threshold(
+    t: float, width: int, reference_width: int = protocol.EDGE_REFERENCE_WIDTH
+) -> float:
+    """Hu et al.'s threshold `t` (at `reference_width`) for a map `width` pixels wide.
+
+    reference_width 0: `t` per pixel at every width, unscaled (the metric before issue 29; an
+    evaluation's `edge_reference_width`, kept to re-judge earlier results on the same models).
+    """
+    if not reference_width:
+        return float(t)
+    return float(t) * int(reference_width) / int(width)
 
 
 def sobel_edge_metrics(
-    pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=protocol.EDGE_THRESHOLDS
+    pred: jax.Array,
+    gt: jax.Array,
+    valid: jax.Array,
+    thresholds=protocol.EDGE_THRESHOLDS,
+    reference_width: int = protocol.EDGE_REFERENCE_WIDTH,
 ) -> dict[str, jax.Array]:
     """grad_err and Sobel edge precision / recall / F1 per image (see the module docstring)."""
     width = pred.shape[-1]
@@ -116,7 +128,7 @@ def sobel_edge_metrics(
     mag_p = jnp.sqrt(jnp.square(pgx) + jnp.square(pgy))
     mag_g = jnp.sqrt(jnp.square(ggx) + jnp.square(ggy))
     for t in thresholds:
-        t_w = scaled_threshold(t, width)
+        t_w = scaled_threshold(t, width, reference_width)
         edge_p = (mag_p > t_w) & region
         edge_g = (mag_g > t_w) & region
         tp, n_p, n_g = _count(edge_p & edge_g), _count(edge_p), _count(edge_g)
@@ -165,7 +177,11 @@ def si_boundary_f1(pred: jax.Array, gt: jax.Array, valid: jax.Array) -> jax.Arra
 
 
 def compute_edge_metrics(
-    pred: jax.Array, gt: jax.Array, valid: jax.Array, thresholds=protocol.EDGE_THRESHOLDS
+    pred: jax.Array,
+    gt: jax.Array,
+    valid: jax.Array,
+    thresholds=protocol.EDGE_THRESHOLDS,
+    reference_width: int = protocol.EDGE_REFERENCE_WIDTH,
 ) -> dict[str, jax.Array]:
     """All edge metrics of `edge_metric_names()` per image.
 
@@ -175,6 +191,7 @@ def compute_edge_metrics(
         valid: bool, same shape (range and crop masks applied).
         thresholds: Sobel-magnitude thresholds (Hu et al.) at the reference width; scaled to
             the map's width (`scaled_threshold`).
+        reference_width: the width the thresholds hold at; 0 = per pixel at every width.
 
     Returns:
         {name: (B,) float32}; NaN where a metric is undefined for an image (module docstring).
@@ -182,7 +199,7 @@ def compute_edge_metrics(
     pred = as_bhw(pred).astype(jnp.float32)
     gt = as_bhw(gt).astype(jnp.float32)
     valid = as_bhw(valid).astype(bool)
-    out = sobel_edge_metrics(pred, gt, valid, thresholds)
+    out = sobel_edge_metrics(pred, gt, valid, thresholds, reference_width)
     out["si_boundary_f1"] = si_boundary_f1(pred, gt, valid)
     return out
 

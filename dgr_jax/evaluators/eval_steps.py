@@ -104,15 +104,27 @@ def final_prediction(
     return pred
 
 
-def _metric_step(pred, pred_flipped, gt, region, focal, *, min_depth, max_depth, **static):
+def _metric_step(
+    pred,
+    pred_flipped,
+    gt,
+    region,
+    focal,
+    *,
+    min_depth,
+    max_depth,
+    edge_reference_width=protocol.EDGE_REFERENCE_WIDTH,
+    **static,
+):
     """Per-image metrics of one batch whose ground truth shares one size; (B,) each.
 
     `focal`: (B,) focal lengths in pixels of the ground truth's resolution (continuity normals).
+    `edge_reference_width`: the width the Sobel edge thresholds hold at (0: per pixel).
     """
     depth = final_prediction(pred, pred_flipped, min_depth=min_depth, max_depth=max_depth, **static)
     valid = (gt > min_depth) & (gt < max_depth) & region[None]
     out = compute_depth_metrics(depth, gt, valid)
-    out.update(compute_edge_metrics(depth, gt, valid))
+    out.update(compute_edge_metrics(depth, gt, valid, reference_width=edge_reference_width))
     out.update(continuity_metrics(depth, gt, valid, focal=focal))
     return out
 

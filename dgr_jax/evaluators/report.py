@@ -84,6 +84,17 @@ def protocol_in_words(protocol: dict[str, Any]) -> str:
     )
 
 
+def _edge_threshold_words(protocol: dict[str, Any]) -> str:
+    """How the Sobel edge thresholds were applied (`edge_reference_width` of the protocol)."""
+    width = protocol.get("edge_reference_width", constants.EDGE_REFERENCE_WIDTH)
+    if not width:
+        return "Sobel edge thresholds are Hu et al.'s per pixel, unscaled (the pre-issue-29 metric)"
+    return (
+        f"Sobel edge thresholds are Hu et al.'s at a {width}-pixel reference width, scaled to "
+        "the map's width"
+    )
+
+
 def _precision_words(name: str | None) -> str:
     """The sentence on the model's matmul precision (dgr_jax/precision.py), if it was named."""
     if name is None:
@@ -209,11 +220,11 @@ def render_report(
     lines += [
         "",
         "Lower is better except d1-d3, the precision / recall / F1 scores and the "
-        "normal_within fractions; seam_ratio_16 is 1 without patch-grid seams. Sobel edge "
-        "thresholds are Hu et al.'s at a 304-pixel reference width, scaled to the map's width; "
-        "normals use the record's focal length and a centred principal point. Images without a "
-        "valid pixel (or, for an edge or continuity metric, where it is undefined) are left out "
-        "of a mean; the last column counts the images that entered it.",
+        "normal_within fractions; seam_ratio_16 is 1 without patch-grid seams. "
+        f"{_edge_threshold_words(protocol)}; normals use the record's focal length and a "
+        "centred principal point. Images without a valid pixel (or, for an edge or "
+        "continuity metric, where it is undefined) are left out of a mean; the last column "
+        "counts the images that entered it.",
         "",
         "## Published PyTorch numbers",
         "",
