@@ -196,12 +196,16 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, which
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    which: str = "latest",
+    out_root: str | None = None,
 ) -> dict:
     """eval.py: restore `which` (latest | best | STEP) or `config.init_from`, run config.evals.
 
-    Writes <workdir>/eval/<name>/{metrics.json, report.md, per_image.csv, images/}. `workdir`,
-    `config.data_dir` and `config.init_from` may be gs:// URLs; they are checked first.
+    Writes <out_root>/<name>/{metrics.json, report.md, per_image.csv, images/}, out_root
+    <workdir>/eval by default. `workdir`, `config.data_dir` and `config.init_from` may be gs://
+    URLs; they are checked first.
     """
     from dgr_jax import sharding
 
@@ -217,7 +221,8 @@ def evaluate_checkpoint(
         sharding.batch_sharding(mesh),
         matmul_precision=precision.eval_precision(config),
     )
-    return run_all(evaluators, predict, state, step=step, out_root=storage.join(workdir, "eval"))
+    out_root = out_root or storage.join(workdir, "eval")
+    return run_all(evaluators, predict, state, step=step, out_root=out_root)
 
 
 def _has_steps(ckpt_dir: str) -> bool:
