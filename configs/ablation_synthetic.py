@@ -23,6 +23,9 @@ fit 2 hours on 2 CPU cores. How (README.md "The ablation study" has the measured
   vit 500 steps 0.397 / 1.28 (d1 0.36 vs 0.24); vit 600 steps 0.407 / 1.24; vit+dgr+otdl 600
   steps 0.355 / 1.14. Tried for the plain arm at the same cost and not better: batch 4 x 1200
   steps (0.414 / 1.19), lr 5e-4 (0.412 / 1.24).
+The rerun with the continuity metrics of issue 29 (README, "The ablation study") cut the 7
+exploratory arms (`--config.exploratory_arms="()"`, 18 runs): they judge no claim, and the
+rerun shared the 2-core machine with the sparse-pixel study and the TPU compile table.
 `:smoke`: the tiny models of the base's `:smoke` (32x48 images), every main arm with 2 seeds, 4
 steps, no exploratory arm, step times of two arms; for CI (tests/test_ablation.py; the
 exploratory statistics and tables have fast tests there).
