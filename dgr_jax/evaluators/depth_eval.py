@@ -346,6 +346,7 @@ class DepthEvaluator:
             image_method=self.image_resize,
             align_corners=self.align_corners,
         )
+        edge = self.edge_reference_width  # named only when not the default
         return {
             "dataset": self.dataset,
             "split": self.split,
@@ -361,11 +362,7 @@ class DepthEvaluator:
             "input": frame.describe(self.frame, self.model_size, self.fit, explicit=self._explicit),
             "input_size": list(self.model_size),
             **({"references": self.references} if self.references else {}),
-            **(
-                {"edge_reference_width": self.edge_reference_width}
-                if self.edge_reference_width != protocol.EDGE_REFERENCE_WIDTH
-                else {}
-            ),
+            **({"edge_reference_width": edge} if edge != protocol.EDGE_REFERENCE_WIDTH else {}),
             "matmul_precision": self.matmul_precision,
         }
 
