@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dgr_jax import protocol
 from dgr_jax.evaluators.edges import valid_3x3
@@ -62,6 +63,15 @@ def continuity_metric_names(patch: int = protocol.CONTINUITY_PATCH) -> tuple[str
 
 # Continuity metrics where larger is better (the within-angle fractions); the rest are errors.
 HIGHER_IS_BETTER_CONTINUITY = frozenset(f"normal_within_{t:g}" for t in NORMAL_WITHIN)
+
+
+def record_focal(record, width: int) -> float:
+    """A record's focal length in pixels; without intrinsics, NYU's field of view at `width`
+    (a nominal focal for the normals, used by the evaluator and the sparse-pixel study)."""
+    focal = record.get("focal")
+    if focal is None:
+        return width * protocol.NYU_FOCAL / protocol.NYU_WIDTH
+    return float(np.asarray(focal))
 
 
 def _shift(x: jax.Array, dy: int, dx: int) -> jax.Array:

@@ -45,7 +45,7 @@ from jax.sharding import PartitionSpec as P
 
 from dgr_jax import protocol, storage, viz
 from dgr_jax.evaluators import crops, distributed, frame, report
-from dgr_jax.evaluators.continuity import continuity_metric_names
+from dgr_jax.evaluators.continuity import continuity_metric_names, record_focal
 from dgr_jax.evaluators.edges import edge_metric_names
 from dgr_jax.evaluators.eval_steps import (
     ALL_METRIC_NAMES,
@@ -171,15 +171,13 @@ class DepthEvaluator:
         model_input, resized = image, image.shape[:2] != self.input_size
         if resized:
             model_input = np.asarray(resize_image(image, self.input_size, self.image_resize))
-        focal = record.get("focal")
-        # Without intrinsics, a nominal focal (NYU's field of view) for the continuity normals.
-        focal = gt.shape[1] * protocol.NYU_FOCAL / protocol.NYU_WIDTH if focal is None else focal
+        focal = record_focal(record, gt.shape[1])  # for the continuity normals
         return {
             "id": image_id,
             "image": image,
             "input": model_input,
             "gt": gt,
-            "focal": float(np.asarray(focal)),
+            "focal": focal,
             "resized": resized,
         }
 

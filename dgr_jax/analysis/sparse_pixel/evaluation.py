@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from dgr_jax import protocol, xla_options
+from dgr_jax import xla_options
 from dgr_jax.analysis.sparse_pixel.arms import FrozenArm, clamp_depth
 from dgr_jax.analysis.sparse_pixel.sparsity import (
     binarize_top_fraction,
@@ -32,7 +32,7 @@ from dgr_jax.analysis.sparse_pixel.sparsity import (
 from dgr_jax.data import datasets
 from dgr_jax.data.augment import resize as resize_op
 from dgr_jax.evaluators import crops
-from dgr_jax.evaluators.continuity import continuity_metrics
+from dgr_jax.evaluators.continuity import continuity_metrics, record_focal
 from dgr_jax.evaluators.edges import compute_edge_metrics
 from dgr_jax.evaluators.metrics import compute_depth_metrics
 from dgr_jax.steps import ModelDef
@@ -78,9 +78,7 @@ def load_test_set(
         rec = source[i]
         ex = {"image": np.asarray(rec["image"]), "depth": np.asarray(rec["depth"], np.float32)}
         width = ex["image"].shape[1]
-        # A record without intrinsics gets NYU's at its width (the evaluator's fallback).
-        f = rec.get("focal")
-        f = width * protocol.NYU_FOCAL / protocol.NYU_WIDTH if f is None else float(np.asarray(f))
+        f = record_focal(rec, width)  # the evaluator's, NYU's field of view without intrinsics
         if ex["image"].shape[:2] != size:  # only smoke variants (paper configs match)
             ex = resize(ex, None)
             f *= size[1] / width  # pixels of the resized image
